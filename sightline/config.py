@@ -649,9 +649,15 @@ def dump_site_config(config: SiteConfig, path: str | Path) -> None:
     path = Path(path)
     data = config.model_dump(mode="json", exclude_none=True)
     base = path.resolve().parent
+    defaults = data["camera_defaults"]
+    cameras = []
     for cam in data["cameras"]:
         if "://" not in cam["source"]:
             cam["source"] = _relativise(cam["source"], base)
+        # Write only what differs from camera_defaults; the id first, for readers.
+        own = {k: v for k, v in cam.items() if k not in defaults or defaults[k] != v}
+        cameras.append({"id": own.pop("id"), **own})
+    data["cameras"] = cameras
     if "://" not in data["storage"]["root"]:
         data["storage"]["root"] = _relativise(data["storage"]["root"], base)
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

@@ -25,7 +25,10 @@ from sightline.sim.video import H264Writer
 __all__ = ["CameraJob", "render_camera"]
 
 _NOISE_BANK = 8
-_BOX_COLUMNS = ("frame_index", "person_id", "x1", "y1", "x2", "y2", "visibility", "world_x", "world_y")
+_BOX_COLUMNS = (
+    "frame_index", "person_id", "x1", "y1", "x2", "y2", "visibility",
+    "foot_x", "foot_y", "world_x", "world_y",
+)
 
 
 @dataclass
@@ -101,7 +104,9 @@ def _draw_frame(
     rows = []
     for k, (i, sprite) in enumerate(sprites):
         vis = visible_pixels(labels, sprite, k) / max(int(sprite.mask.sum()), 1)
-        rows.append((f, job.people[i].person_id, *sprite.box, vis, *states[i].xy[f]))
+        xy = states[i].xy[f]
+        foot, _ = cam.project(np.array([xy[0], xy[1], 0.0]))
+        rows.append((f, job.people[i].person_id, *sprite.box, vis, *foot, *xy))
     return rows
 
 

@@ -4,8 +4,9 @@ Output folder layout::
 
     site.yaml               site config the pipeline runs on as is (true calibration)
     videos/<camera>.mp4     H.264, one per camera
-    gt/boxes.parquet        camera_id, frame_index, ts, person_id, x1..y2 (amodal),
-                            visibility, world_x, world_y
+    gt/boxes.parquet        camera_id, frame_index, ts, person_id, x1..y2 (amodal
+                            box), visibility, foot_x/foot_y (pixel where the person
+                            stands), world_x, world_y
     gt/frames.parquet       camera_id, frame_index, ts (one row per video frame)
     gt/people.parquet       person_id, colours, height_m, is_child, bag, hat, ...
     gt/tracks.parquet       person_id, ts, world_x, world_y (every person, every tick)
@@ -75,7 +76,8 @@ def _render_all(
     jobs: list[CameraJob], workers: int, show_progress: bool
 ) -> list[dict[str, Any]]:
     total = sum(j.n_frames for j in jobs)
-    bar = tqdm(total=total, unit="frame", desc="rendering", disable=not show_progress)
+    bar = tqdm(total=total, unit="frame", desc="rendering", disable=not show_progress,
+               mininterval=1.0)
     if workers <= 1:
         results = []
         for job in jobs:
@@ -83,7 +85,9 @@ def _render_all(
             bar.update(job.n_frames)
         bar.close()
         return results
-    ctx = mp.get_context("spawn")
+    # fork, not spawn: spawn would make every calling script need a __main__ guard.
+    # Workers use only numpy and PyAV, none of the parent's thread pools.
+    ctx = mp.get_context("fork")
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         queue = manager.Queue()
         futures = [pool.submit(render_camera, job, queue) for job in jobs]
@@ -111,7 +115,8 @@ def _boxes_table(results: list[dict[str, Any]], fps: float) -> pl.DataFrame:
             "frame_index": b["frame_index"].astype(np.int32),
             "ts": _us(b["frame_index"] / fps),
             "person_id": b["person_id"].astype(np.int32),
-            **{k: b[k].astype(np.float32) for k in ("x1", "y1", "x2", "y2", "visibility")},
+            **{k: b[k].astype(np.float32)
+               for k in ("x1", "y1", "x2", "y2", "visibility", "foot_x", "foot_y")},
             "world_x": b["world_x"].astype(np.float32),
             "world_y": b["world_y"].astype(np.float32),
         }))

@@ -173,14 +173,14 @@ def _lighting(rng: np.random.Generator) -> Lighting:
 def _aim_camera(
     target: np.ndarray, azimuth: float, preset: Preset, rng: np.random.Generator
 ) -> PinholeCamera:
-    distance = rng.uniform(9.0, 12.0)
+    distance = rng.uniform(12.0, 16.0)
     pos = target + distance * np.array([np.cos(azimuth), np.sin(azimuth)])
     pos = np.clip(pos, 0.5, np.array(preset.site_size_m) - 0.5)
     return PinholeCamera.looking_at(
         position=(float(pos[0]), float(pos[1])),
         height=float(rng.uniform(5.0, 7.0)),
         target=(float(target[0]), float(target[1])),
-        hfov_deg=float(rng.uniform(62.0, 74.0)),
+        hfov_deg=float(rng.uniform(40.0, 50.0)),
         resolution=preset.resolution,
     )
 

@@ -30,7 +30,7 @@ def _floor(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def render_reference(app: Appearance, rng: np.random.Generator) -> np.ndarray:
     """A ``384 x 256`` RGB uint8 photo of a person with appearance ``app``."""
     width, height = _SIZE
-    hfov = 50.0
+    hfov = 30.0  # a longer lens, as a phone photo taken from a few metres
     focal = (width / 2.0) / np.tan(np.radians(hfov) / 2.0)
     distance = app.height_m * focal / (rng.uniform(0.72, 0.85) * height)
     camera = PinholeCamera.looking_at(

@@ -92,8 +92,8 @@ def _project_parts(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     pa, da = camera.project(parts.a)
     pb, db = camera.project(parts.b)
-    ra = parts.radius * camera.focal_px / np.maximum(da, 1e-6)
-    rb = parts.radius * camera.focal_px / np.maximum(db, 1e-6)
+    ra = parts.radius_a * camera.focal_px / np.maximum(da, 1e-6)
+    rb = parts.radius_b * camera.focal_px / np.maximum(db, 1e-6)
     return pa, pb, ra, rb, (da + db) / 2.0
 
 

@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make demo   set everything up, then run the main job on the built-in synthetic site
+#   make test   set everything up, then run the linter and the test suite
+# Both create .venv if it is missing. torch==2.13.0 is installed first so that pip
+# never pulls the multi-gigabyte CUDA build on a CPU machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sightline demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	RAY_AUTH_MODE=disabled $(PY) -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/sightline bench sim
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
