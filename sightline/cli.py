@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sightline.bench import bench_sim
 from sightline.config import ConfigError, load_site_config
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
@@ -21,45 +22,63 @@ __all__ = ["main"]
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    result = simulate(args.preset, args.seed, args.out, workers=args.workers,
-                      show_progress=not args.quiet)
+    result = simulate(
+        args.preset, args.seed, args.out, workers=args.workers, show_progress=not args.quiet
+    )
     print(json.dumps(summarise(result), indent=2))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     out = args.out or tempfile.mkdtemp(prefix="sightline-demo-")
-    print(f"Simulating the '{args.preset}' synthetic site (seed {args.seed}) into {out} ...",
-          file=sys.stderr)
+    print(
+        f"Simulating the '{args.preset}' synthetic site (seed {args.seed}) into {out} ...",
+        file=sys.stderr,
+    )
     result = simulate(args.preset, args.seed, out, workers=args.workers)
     print(format_summary(summarise(result)))
     site = load_site_config(Path(out) / "site.yaml")
-    print(f"\nsite.yaml loads: {len(site.cameras)} cameras, {len(site.zones)} zones, "
-          f"calibration fit error <= {max(c.calibration_rmse_m for c in site.cameras):.4f} m")
+    print(
+        f"\nsite.yaml loads: {len(site.cameras)} cameras, {len(site.zones)} zones, "
+        f"calibration fit error <= {max(c.calibration_rmse_m for c in site.cameras):.4f} m"
+    )
     return 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     site = load_site_config(args.file)
-    print(json.dumps({
-        "file": str(args.file), "name": site.name,
-        "cameras": [
-            {"id": c.id, "source": c.source, "fps": c.fps, "resolution": list(c.resolution),
-             "calibration_rmse_m": round(c.calibration_rmse_m, 4), "enabled": c.enabled}
-            for c in site.cameras
-        ],
-        "zones": [{"id": z.id, "area_m2": round(z.area_m2, 2), "alert_density": z.alert_density}
-                  for z in site.zones],
-        "topology_links": len(site.topology.links) if site.topology else 0,
-        "detector": site.models.detector.type, "embedder": site.models.embedder.type,
-        "storage": site.storage.root,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "file": str(args.file),
+                "name": site.name,
+                "cameras": [
+                    {
+                        "id": c.id,
+                        "source": c.source,
+                        "fps": c.fps,
+                        "resolution": list(c.resolution),
+                        "calibration_rmse_m": round(c.calibration_rmse_m, 4),
+                        "enabled": c.enabled,
+                    }
+                    for c in site.cameras
+                ],
+                "zones": [
+                    {"id": z.id, "area_m2": round(z.area_m2, 2), "alert_density": z.alert_density}
+                    for z in site.zones
+                ],
+                "topology_links": len(site.topology.links) if site.topology else 0,
+                "detector": site.models.detector.type,
+                "embedder": site.models.embedder.type,
+                "storage": site.storage.root,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from sightline.bench import bench_sim
-
     print(json.dumps(bench_sim(args.preset, args.seed, args.workers), indent=2))
     return 0
 

@@ -24,8 +24,10 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -100,13 +102,13 @@ class CameraDefaults(_Strict):
         description="Frames per second sampled from the stream for analysis. Raising it "
         "improves tracking through fast motion at proportionally more model load.",
     )
-    resolution: tuple[Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]] = (
-        Field(
-            (640, 360),
-            title="Resolution",
-            description="(width, height) in pixels of the frames the calibration refers to; "
-            "decoded frames are resized to it.",
-        )
+    resolution: tuple[
+        Annotated[int, Field(ge=16, le=7680)], Annotated[int, Field(ge=16, le=4320)]
+    ] = Field(
+        (640, 360),
+        title="Resolution",
+        description="(width, height) in pixels of the frames the calibration refers to; "
+        "decoded frames are resized to it.",
     )
     clock_offset_s: float = Field(
         0.0,
@@ -164,7 +166,7 @@ class CameraConfig(CameraDefaults):
         if outside:
             i = outside[0]
             raise ValueError(
-                f"calibration[{i}].image {tuple(image[i])} lies outside the "
+                f"calibration[{i}].image {tuple(float(v) for v in image[i])} lies outside the "
                 f"{width}x{height} frame"
             )
         try:
@@ -363,8 +365,11 @@ class BuiltinDetectorConfig(_Strict):
     type: Literal["builtin"] = "builtin"
     weights: str | None = Field(None, description="Weights file; default: the committed ones.")
     score_threshold: float = Field(
-        0.3, ge=0, le=1, description="Boxes scoring below are dropped; lower finds more people "
-        "and more false boxes."
+        0.3,
+        ge=0,
+        le=1,
+        description="Boxes scoring below are dropped; lower finds more people "
+        "and more false boxes.",
     )
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
@@ -383,7 +388,9 @@ class TorchScriptDetectorConfig(_Strict):
         description="Output format: plain (boxes, scores), or YOLOv8 raw head output (NMS applied)."
     )
     input_size: tuple[int, int] = Field((640, 640), description="(width, height) fed to the model.")
-    person_class: int = Field(0, ge=0, description="Class index of 'person' for multi-class models.")
+    person_class: int = Field(
+        0, ge=0, description="Class index of 'person' for multi-class models."
+    )
     score_threshold: float = Field(0.3, ge=0, le=1)
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS drops a box.")
     serving: ServingConfig = Field(default_factory=ServingConfig)
@@ -421,11 +428,22 @@ class TorchScriptEmbedderConfig(_Strict):
         return _resolve_path(value, info)
 
 
+def _model_type(value: Any) -> str:
+    """Discriminator of model configs: ``type``, defaulting to the built-in model."""
+    if isinstance(value, dict):
+        return str(value.get("type", "builtin"))
+    return str(getattr(value, "type", "builtin"))
+
+
 DetectorConfig = Annotated[
-    BuiltinDetectorConfig | TorchScriptDetectorConfig, Field(discriminator="type")
+    Annotated[BuiltinDetectorConfig, Tag("builtin")]
+    | Annotated[TorchScriptDetectorConfig, Tag("torchscript")],
+    Discriminator(_model_type),
 ]
 EmbedderConfig = Annotated[
-    BuiltinEmbedderConfig | TorchScriptEmbedderConfig, Field(discriminator="type")
+    Annotated[BuiltinEmbedderConfig, Tag("builtin")]
+    | Annotated[TorchScriptEmbedderConfig, Tag("torchscript")],
+    Discriminator(_model_type),
 ]
 
 
@@ -519,28 +537,44 @@ class SiteConfig(_Strict):
     def _merge_camera_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        data = dict(data)
+        # An omitted storage section is filled in here, not by a default_factory, so its
+        # relative root is resolved against the config file's folder like a written one.
+        data.setdefault("storage", {})
         defaults = data.get("camera_defaults") or {}
         cameras = data.get("cameras")
         if isinstance(defaults, dict) and isinstance(cameras, list):
-            data = dict(data)
             data["cameras"] = [
                 _merge(defaults, cam) if isinstance(cam, dict) else cam for cam in cameras
             ]
         return data
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> SiteConfig:
-        _unique([c.id for c in self.cameras], "camera")
-        _unique([z.id for z in self.zones], "zone")
-        known = {c.id for c in self.cameras}
-        for i, link in enumerate(self.topology.links if self.topology else []):
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, value: list[CameraConfig]) -> list[CameraConfig]:
+        _unique([c.id for c in value], "camera")
+        return value
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, value: list[ZoneConfig]) -> list[ZoneConfig]:
+        _unique([z.id for z in value], "zone")
+        return value
+
+    @field_validator("topology")
+    @classmethod
+    def _links_name_known_cameras(
+        cls, value: TopologyConfig | None, info: ValidationInfo
+    ) -> TopologyConfig | None:
+        # cameras are declared before topology, so they are already validated here
+        known = {c.id for c in info.data.get("cameras", [])}
+        for i, link in enumerate(value.links if value and known else []):
             for cam in link.cameras:
                 if cam not in known:
                     raise ValueError(
-                        f"topology.links[{i}] names unknown camera {cam!r} "
-                        f"(known: {sorted(known)})"
+                        f"links[{i}] names unknown camera {cam!r} (known: {sorted(known)})"
                     )
-        return self
+        return value
 
     def camera(self, camera_id: str) -> CameraConfig:
         """The camera with id ``camera_id``; KeyError naming the known ids otherwise."""
@@ -574,6 +608,8 @@ def _loc_to_path(loc: tuple, data: Any) -> str:
             except (IndexError, KeyError, TypeError):
                 node = None
             parts.append(label)
+        elif isinstance(node, dict) and node.get("type", "builtin") == item and item not in node:
+            continue  # pydantic's tag of a discriminated union, not a key of the file
         else:
             node = node.get(item) if isinstance(node, dict) else None
             parts.append(("." if parts else "") + str(item))
@@ -660,6 +696,9 @@ def dump_site_config(config: SiteConfig, path: str | Path) -> None:
     data["cameras"] = cameras
     if "://" not in data["storage"]["root"]:
         data["storage"]["root"] = _relativise(data["storage"]["root"], base)
+    for model in data["models"].values():
+        for key in ("path", "weights"):
+            if key in model:
+                model[key] = _relativise(model[key], base)
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     path.write_text(f"# Sightline site config: {config.name}\n" + text, encoding="utf-8")
-

@@ -123,7 +123,9 @@ def fit_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     a[1::2, 3:5], a[1::2, 5] = s, 1.0
     a[1::2, 6:8], a[1::2, 8] = -d[:, [1]] * s, -d[:, 1]
     _, sing, vt = np.linalg.svd(a)
-    if sing[-2] <= 1e-10 * sing[0]:
+    # A unique solution needs rank 8: the 8th singular value (of 8 for four pairs,
+    # of 9 for more) must not vanish.
+    if sing[7] <= 1e-10 * sing[0]:
         raise DegenerateCalibrationError("calibration points do not determine a unique homography")
     h_norm = vt[-1].reshape(3, 3)
     h = np.linalg.inv(t_dst) @ h_norm @ t_src

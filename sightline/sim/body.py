@@ -118,6 +118,10 @@ def pose_parts(
 
     a, b, ra, rb, c, k = zip(*parts, strict=True)
     return BodyParts(
-        a=np.array(a), b=np.array(b), radius_a=np.array(ra), radius_b=np.array(rb),
-        colour=np.array(c, dtype=np.float32), kind=np.array(k),
+        a=np.array(a),
+        b=np.array(b),
+        radius_a=np.array(ra),
+        radius_b=np.array(rb),
+        colour=np.array(c, dtype=np.float32),
+        kind=np.array(k),
     )

@@ -26,8 +26,17 @@ __all__ = ["CameraJob", "render_camera"]
 
 _NOISE_BANK = 8
 _BOX_COLUMNS = (
-    "frame_index", "person_id", "x1", "y1", "x2", "y2", "visibility",
-    "foot_x", "foot_y", "world_x", "world_y",
+    "frame_index",
+    "person_id",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "visibility",
+    "foot_x",
+    "foot_y",
+    "world_x",
+    "world_y",
 )
 
 

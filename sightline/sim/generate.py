@@ -63,7 +63,9 @@ def _prepare_out(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise SimulationError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+        raise SimulationError(
+            f"cannot write to output folder {out}: {exc.strerror or exc}"
+        ) from None
 
 
 def _us(seconds: np.ndarray) -> np.ndarray:
@@ -72,12 +74,18 @@ def _us(seconds: np.ndarray) -> np.ndarray:
     )
 
 
-def _render_all(
-    jobs: list[CameraJob], workers: int, show_progress: bool
-) -> list[dict[str, Any]]:
+def _seconds_to_ts(column: str) -> pl.Expr:
+    """A column of seconds since the site start, as UTC timestamps (us)."""
+    return (
+        (pl.lit(_us(0.0)) + (pl.col(column) * 1e6).round().cast(pl.Int64)).cast(_TS).alias(column)
+    )
+
+
+def _render_all(jobs: list[CameraJob], workers: int, show_progress: bool) -> list[dict[str, Any]]:
     total = sum(j.n_frames for j in jobs)
-    bar = tqdm(total=total, unit="frame", desc="rendering", disable=not show_progress,
-               mininterval=1.0)
+    bar = tqdm(
+        total=total, unit="frame", desc="rendering", disable=not show_progress, mininterval=1.0
+    )
     if workers <= 1:
         results = []
         for job in jobs:
@@ -110,50 +118,72 @@ def _boxes_table(results: list[dict[str, Any]], fps: float) -> pl.DataFrame:
     frames = []
     for res in results:
         b = res["boxes"]
-        frames.append(pl.DataFrame({
-            "camera_id": [res["camera_id"]] * len(b["frame_index"]),
-            "frame_index": b["frame_index"].astype(np.int32),
-            "ts": _us(b["frame_index"] / fps),
-            "person_id": b["person_id"].astype(np.int32),
-            **{k: b[k].astype(np.float32)
-               for k in ("x1", "y1", "x2", "y2", "visibility", "foot_x", "foot_y")},
-            "world_x": b["world_x"].astype(np.float32),
-            "world_y": b["world_y"].astype(np.float32),
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "camera_id": [res["camera_id"]] * len(b["frame_index"]),
+                    "frame_index": b["frame_index"].astype(np.int32),
+                    "ts": _us(b["frame_index"] / fps),
+                    "person_id": b["person_id"].astype(np.int32),
+                    **{
+                        k: b[k].astype(np.float32)
+                        for k in ("x1", "y1", "x2", "y2", "visibility", "foot_x", "foot_y")
+                    },
+                    "world_x": b["world_x"].astype(np.float32),
+                    "world_y": b["world_y"].astype(np.float32),
+                }
+            )
+        )
     return pl.concat(frames).with_columns(pl.col("ts").cast(_TS))
 
 
 def _frames_table(results: list[dict[str, Any]], fps: float) -> pl.DataFrame:
-    return pl.concat([
-        pl.DataFrame({
-            "camera_id": [r["camera_id"]] * r["n_frames"],
-            "frame_index": np.arange(r["n_frames"], dtype=np.int32),
-            "ts": _us(np.arange(r["n_frames"]) / fps),
-        })
-        for r in results
-    ]).with_columns(pl.col("ts").cast(_TS))
+    return pl.concat(
+        [
+            pl.DataFrame(
+                {
+                    "camera_id": [r["camera_id"]] * r["n_frames"],
+                    "frame_index": np.arange(r["n_frames"], dtype=np.int32),
+                    "ts": _us(np.arange(r["n_frames"]) / fps),
+                }
+            )
+            for r in results
+        ]
+    ).with_columns(pl.col("ts").cast(_TS))
 
 
 def _people_table(people: list[Person]) -> pl.DataFrame:
     rows = []
     for p in people:
         a = p.appearance
-        rows.append({
-            "person_id": p.person_id, "role": p.role,
-            "upper_colour": a.upper, "lower_colour": a.lower,
-            "upper_rgb": [int(v) for v in a.upper_rgb], "lower_rgb": [int(v) for v in a.lower_rgb],
-            "height_m": round(a.height_m, 3), "build": round(a.build, 3), "is_child": a.is_child,
-            "bag_colour": a.bag, "hat_colour": a.hat,
-            "guardian_id": p.guardian.person_id if p.guardian else None,
-            "t_enter": float(p.t_enter), "t_exit": float(p.t_exit),
-            "reference_photo": f"reference/p{p.person_id:04d}.png",
-        })
-    df = pl.DataFrame(rows, schema_overrides={"bag_colour": pl.String, "hat_colour": pl.String,
-                                              "guardian_id": pl.Int32})
-    return df.with_columns(
-        pl.from_epoch((_us(df["t_enter"].to_numpy())), time_unit="us").dt.replace_time_zone("UTC").alias("t_enter"),
-        pl.from_epoch((_us(df["t_exit"].to_numpy())), time_unit="us").dt.replace_time_zone("UTC").alias("t_exit"),
+        rows.append(
+            {
+                "person_id": p.person_id,
+                "role": p.role,
+                "upper_colour": a.upper,
+                "lower_colour": a.lower,
+                "upper_rgb": [int(v) for v in a.upper_rgb],
+                "lower_rgb": [int(v) for v in a.lower_rgb],
+                "height_m": round(a.height_m, 3),
+                "build": round(a.build, 3),
+                "is_child": a.is_child,
+                "bag_colour": a.bag,
+                "hat_colour": a.hat,
+                "guardian_id": p.guardian.person_id if p.guardian else None,
+                "t_enter": float(p.t_enter),
+                "t_exit": float(p.t_exit),
+                "reference_photo": f"reference/p{p.person_id:04d}.png",
+            }
+        )
+    df = pl.DataFrame(
+        rows,
+        schema_overrides={
+            "bag_colour": pl.String,
+            "hat_colour": pl.String,
+            "guardian_id": pl.Int32,
+        },
     )
+    return df.with_columns(_seconds_to_ts("t_enter"), _seconds_to_ts("t_exit"))
 
 
 def _tracks_table(people: list[Person], t: np.ndarray) -> pl.DataFrame:
@@ -161,21 +191,29 @@ def _tracks_table(people: list[Person], t: np.ndarray) -> pl.DataFrame:
     for p in people:
         st = p.state(t)
         keep = st.present
-        parts.append(pl.DataFrame({
-            "person_id": np.full(int(keep.sum()), p.person_id, dtype=np.int32),
-            "ts": _us(t[keep]),
-            "world_x": st.xy[keep, 0].astype(np.float32),
-            "world_y": st.xy[keep, 1].astype(np.float32),
-        }))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "person_id": np.full(int(keep.sum()), p.person_id, dtype=np.int32),
+                    "ts": _us(t[keep]),
+                    "world_x": st.xy[keep, 0].astype(np.float32),
+                    "world_y": st.xy[keep, 1].astype(np.float32),
+                }
+            )
+        )
     return pl.concat(parts).with_columns(pl.col("ts").cast(_TS)).sort("ts", "person_id")
 
 
-def _zone_counts(layout: SiteLayout, tracks: pl.DataFrame, fps: float, duration: float) -> pl.DataFrame:
+def _zone_counts(
+    layout: SiteLayout, tracks: pl.DataFrame, fps: float, duration: float
+) -> pl.DataFrame:
     """True people per zone: instantaneous at each whole second, and mean over the second."""
     xy = tracks.select("world_x", "world_y").to_numpy()
-    tick = ((tracks["ts"].dt.epoch("us").to_numpy() - _us(0.0)) * fps / 1e6).round().astype(np.int64)
+    tick = (
+        ((tracks["ts"].dt.epoch("us").to_numpy() - _us(0.0)) * fps / 1e6).round().astype(np.int64)
+    )
     n_ticks = round(duration * fps)
-    per_s = int(round(fps))
+    per_s = round(fps)
     out = []
     for zone_id, poly in layout.zones.items():
         inside = point_in_polygon(xy, poly)
@@ -184,11 +222,17 @@ def _zone_counts(layout: SiteLayout, tracks: pl.DataFrame, fps: float, duration:
         instant = counts[seconds * per_s]
         mean = counts[: len(seconds) * per_s].reshape(len(seconds), per_s).mean(axis=1)
         area = polygon_area(poly)
-        out.append(pl.DataFrame({
-            "zone_id": [zone_id] * len(seconds), "ts": _us(seconds.astype(float)),
-            "count": instant.astype(np.int32), "mean_count": mean.astype(np.float32),
-            "density_per_m2": (instant / area).astype(np.float32),
-        }))
+        out.append(
+            pl.DataFrame(
+                {
+                    "zone_id": [zone_id] * len(seconds),
+                    "ts": _us(seconds.astype(float)),
+                    "count": instant.astype(np.int32),
+                    "mean_count": mean.astype(np.float32),
+                    "density_per_m2": (instant / area).astype(np.float32),
+                }
+            )
+        )
     return pl.concat(out).with_columns(pl.col("ts").cast(_TS))
 
 
@@ -197,19 +241,31 @@ def _events_table(preset: Preset, zone_counts: pl.DataFrame) -> pl.DataFrame:
     for k, e in enumerate(preset.crowd_events):
         window = zone_counts.filter(
             (pl.col("zone_id") == e.zone)
-            & pl.col("ts").is_between(pl.lit(SITE_START).cast(_TS) + pl.duration(seconds=e.start_s),
-                                      pl.lit(SITE_START).cast(_TS) + pl.duration(seconds=e.end_s))
+            & pl.col("ts").is_between(
+                pl.lit(SITE_START).cast(_TS) + pl.duration(seconds=e.start_s),
+                pl.lit(SITE_START).cast(_TS) + pl.duration(seconds=e.end_s),
+            )
         )
-        rows.append({"event_id": k + 1, "zone_id": e.zone, "t_start": float(e.start_s),
-                     "t_end": float(e.end_s), "n_people": e.n_people,
-                     "peak_count": int(window["count"].max() or 0)})
-    schema = {"event_id": pl.Int32, "zone_id": pl.String, "t_start": pl.Float64,
-              "t_end": pl.Float64, "n_people": pl.Int32, "peak_count": pl.Int32}
+        rows.append(
+            {
+                "event_id": k + 1,
+                "zone_id": e.zone,
+                "t_start": float(e.start_s),
+                "t_end": float(e.end_s),
+                "n_people": e.n_people,
+                "peak_count": int(window["count"].max() or 0),
+            }
+        )
+    schema = {
+        "event_id": pl.Int32,
+        "zone_id": pl.String,
+        "t_start": pl.Float64,
+        "t_end": pl.Float64,
+        "n_people": pl.Int32,
+        "peak_count": pl.Int32,
+    }
     df = pl.DataFrame(rows, schema=schema)
-    return df.with_columns(
-        (pl.lit(SITE_START).cast(_TS) + pl.duration(microseconds=(pl.col(c) * 1e6).cast(pl.Int64))).alias(c)
-        for c in ("t_start", "t_end")
-    )
+    return df.with_columns(_seconds_to_ts("t_start"), _seconds_to_ts("t_end"))
 
 
 def _write_references(people: list[Person], out: Path, seed: int) -> None:
@@ -221,8 +277,13 @@ def _write_references(people: list[Person], out: Path, seed: int) -> None:
 
 def _cameras_json(layout: SiteLayout) -> list[dict[str, Any]]:
     return [
-        {"camera_id": p.camera_id, "group": p.group, "target_node": p.target_node,
-         "camera": asdict(p.camera), "lighting": asdict(p.lighting)}
+        {
+            "camera_id": p.camera_id,
+            "group": p.group,
+            "target_node": p.target_node,
+            "camera": asdict(p.camera),
+            "lighting": asdict(p.lighting),
+        }
         for p in layout.cameras
     ]
 
@@ -252,8 +313,16 @@ def simulate(
     people = make_people(preset, layout, seed)
     n_frames = round(preset.duration_s * preset.fps)
     jobs = [
-        CameraJob(seed, k, placement, layout, people, n_frames, preset.fps,
-                  out / "videos" / f"{placement.camera_id}.mp4")
+        CameraJob(
+            seed,
+            k,
+            placement,
+            layout,
+            people,
+            n_frames,
+            preset.fps,
+            out / "videos" / f"{placement.camera_id}.mp4",
+        )
         for k, placement in enumerate(layout.cameras)
     ]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
@@ -273,13 +342,22 @@ def simulate(
     config = build_site_config(layout, preset, seed, SITE_START)
     dump_site_config(config, out / "site.yaml")
     return {
-        "preset": preset.name, "seed": seed, "out": str(out),
+        "preset": preset.name,
+        "seed": seed,
+        "out": str(out),
         "seconds": round(time.perf_counter() - started, 2),
         "workers": workers,
         "cameras": [
-            {"camera_id": r["camera_id"], "frames": r["n_frames"],
-             "render_s": round(r["render_s"], 2), "encode_s": round(r["encode_s"], 2)}
+            {
+                "camera_id": r["camera_id"],
+                "frames": r["n_frames"],
+                "render_s": round(r["render_s"], 2),
+                "encode_s": round(r["encode_s"], 2),
+            }
             for r in results
         ],
-        "boxes": boxes, "people": people, "zone_counts": zone_counts, "events": events,
+        "boxes": boxes,
+        "people": people,
+        "zone_counts": zone_counts,
+        "events": events,
     }

@@ -78,7 +78,9 @@ class SiteLayout:
         fine = value_noise(x * 3.0, y * 3.0, self.texture_seed)
         coarse = value_noise(x * 0.4, y * 0.4, self.texture_seed + 1)
         grass = np.stack([62 + 25 * fine, 104 + 30 * fine, 48 + 14 * coarse], axis=1)
-        tile = value_noise(np.floor(x / 0.6), np.floor(y / 0.6), self.texture_seed + 2, smooth=False)
+        tile = value_noise(
+            np.floor(x / 0.6), np.floor(y / 0.6), self.texture_seed + 2, smooth=False
+        )
         seam = (np.abs((x / 0.6) % 1.0 - 0.5) > 0.46) | (np.abs((y / 0.6) % 1.0 - 0.5) > 0.46)
         paving = (150 + 16 * tile - 38 * seam)[:, None] * np.array([1.0, 0.98, 0.93])
         albedo = np.where((path_d < PATH_HALF_WIDTH_M)[:, None], paving, grass)
@@ -111,7 +113,7 @@ class SiteLayout:
 
 def _hash01(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic pseudo-random values in [0, 1) per integer lattice point."""
-    h = (ix.astype(np.int64) * 374761393 + iy.astype(np.int64) * 668265263 + seed * 2246822519)
+    h = ix.astype(np.int64) * 374761393 + iy.astype(np.int64) * 668265263 + seed * 2246822519
     h = (h ^ (h >> 13)) * 1274126177
     h = h ^ (h >> 16)
     return (h & 0xFFFF).astype(np.float64) / 65536.0
@@ -149,8 +151,12 @@ def _grid_graph(
     is_entrance = [False] * len(nodes)
     for (i, j), k in list(index.items()):
         x, y = nodes[k]
-        sides = [(i == 0, (0.0, y)), (i == nx - 1, (width, y)),
-                 (j == 0, (x, 0.0)), (j == ny - 1, (x, depth))]
+        sides = [
+            (i == 0, (0.0, y)),
+            (i == nx - 1, (width, y)),
+            (j == 0, (x, 0.0)),
+            (j == ny - 1, (x, depth)),
+        ]
         for on_edge, point in sides:
             if on_edge:
                 edges.append((k, len(nodes)))
@@ -211,8 +217,11 @@ def _place_cameras(
             cam = _aim_camera(nodes[target], az, preset, rng)
             placements.append(
                 CameraPlacement(
-                    camera_id=f"cam{len(placements) + 1:02d}", camera=cam, target_node=target,
-                    group=group, lighting=_lighting(rng),
+                    camera_id=f"cam{len(placements) + 1:02d}",
+                    camera=cam,
+                    target_node=target,
+                    group=group,
+                    lighting=_lighting(rng),
                 )
             )
     return placements
@@ -220,8 +229,14 @@ def _place_cameras(
 
 def _square(centre: np.ndarray, half: float) -> np.ndarray:
     cx, cy = centre
-    return np.array([[cx - half, cy - half], [cx + half, cy - half],
-                     [cx + half, cy + half], [cx - half, cy + half]])
+    return np.array(
+        [
+            [cx - half, cy - half],
+            [cx + half, cy - half],
+            [cx + half, cy + half],
+            [cx - half, cy + half],
+        ]
+    )
 
 
 def build_layout(preset: Preset, seed: int) -> SiteLayout:
@@ -237,6 +252,12 @@ def build_layout(preset: Preset, seed: int) -> SiteLayout:
         if placement.target_node != plaza and f"area_{placement.group}" not in zones:
             zones[f"area_{placement.group}"] = _square(nodes[placement.target_node], 3.0)
     return SiteLayout(
-        size=preset.site_size_m, nodes=nodes, is_entrance=is_entrance, edges=edges,
-        plaza_node=plaza, zones=zones, cameras=cameras, texture_seed=seed,
+        size=preset.site_size_m,
+        nodes=nodes,
+        is_entrance=is_entrance,
+        edges=edges,
+        plaza_node=plaza,
+        zones=zones,
+        cameras=cameras,
+        texture_seed=seed,
     )

@@ -27,14 +27,32 @@ CLOTHING_COLOURS: dict[str, tuple[int, int, int]] = {
 
 # Trousers are mostly dark or blue in real crowds; tops are spread more evenly.
 LOWER_WEIGHTS: dict[str, float] = {
-    "blue": 4, "black": 4, "grey": 3, "brown": 2, "white": 1, "green": 1,
-    "red": 0.5, "yellow": 0.5, "orange": 0.3, "purple": 0.3, "pink": 0.3,
+    "blue": 4,
+    "black": 4,
+    "grey": 3,
+    "brown": 2,
+    "white": 1,
+    "green": 1,
+    "red": 0.5,
+    "yellow": 0.5,
+    "orange": 0.3,
+    "purple": 0.3,
+    "pink": 0.3,
 }
 
 SKIN_TONES: list[tuple[int, int, int]] = [
-    (241, 194, 160), (224, 172, 128), (198, 134, 90), (141, 85, 50), (90, 56, 38),
+    (241, 194, 160),
+    (224, 172, 128),
+    (198, 134, 90),
+    (141, 85, 50),
+    (90, 56, 38),
 ]
-HAIR_COLOURS: list[tuple[int, int, int]] = [(30, 24, 20), (82, 52, 32), (196, 160, 90), (150, 150, 150)]
+HAIR_COLOURS: list[tuple[int, int, int]] = [
+    (30, 24, 20),
+    (82, 52, 32),
+    (196, 160, 90),
+    (150, 150, 150),
+]
 
 
 def colour_names() -> list[str]:

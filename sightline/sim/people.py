@@ -109,15 +109,23 @@ def _appearance(rng: np.random.Generator, is_child: bool) -> Appearance:
     lower = names[rng.choice(len(names), p=weights / weights.sum())]
     bag = names[rng.integers(len(names))] if rng.random() < 0.3 else None
     hat = names[rng.integers(len(names))] if rng.random() < 0.2 else None
-    height = rng.uniform(1.0, 1.4) if is_child else float(np.clip(rng.normal(1.72, 0.09), 1.5, 1.98))
+    height = (
+        rng.uniform(1.0, 1.4) if is_child else float(np.clip(rng.normal(1.72, 0.09), 1.5, 1.98))
+    )
     return Appearance(
-        upper=upper, lower=lower,
-        upper_rgb=vary(CLOTHING_COLOURS[upper], rng), lower_rgb=vary(CLOTHING_COLOURS[lower], rng),
+        upper=upper,
+        lower=lower,
+        upper_rgb=vary(CLOTHING_COLOURS[upper], rng),
+        lower_rgb=vary(CLOTHING_COLOURS[lower], rng),
         skin_rgb=np.asarray(SKIN_TONES[rng.integers(len(SKIN_TONES))], dtype=np.float32),
         hair_rgb=np.asarray(HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], dtype=np.float32),
-        height_m=float(height), build=float(rng.uniform(0.85, 1.2)), is_child=is_child,
-        bag=bag, bag_rgb=None if bag is None else vary(CLOTHING_COLOURS[bag], rng),
-        hat=hat, hat_rgb=None if hat is None else vary(CLOTHING_COLOURS[hat], rng),
+        height_m=float(height),
+        build=float(rng.uniform(0.85, 1.2)),
+        is_child=is_child,
+        bag=bag,
+        bag_rgb=None if bag is None else vary(CLOTHING_COLOURS[bag], rng),
+        hat=hat,
+        hat_rgb=None if hat is None else vary(CLOTHING_COLOURS[hat], rng),
     )
 
 
@@ -127,9 +135,7 @@ def _jitter(point: np.ndarray, rng: np.random.Generator, layout: SiteLayout) -> 
     return np.clip(point + r * np.array([np.cos(a), np.sin(a)]), 0.0, np.array(layout.size))
 
 
-def _walk(
-    nodes: list[int], layout: SiteLayout, rng: np.random.Generator
-) -> np.ndarray:
+def _walk(nodes: list[int], layout: SiteLayout, rng: np.random.Generator) -> np.ndarray:
     return np.array([_jitter(layout.nodes[n], rng, layout) for n in nodes])
 
 
@@ -211,16 +217,22 @@ def make_people(preset: Preset, layout: SiteLayout, seed: int) -> list[Person]:
         spots = _standing_spots(layout.zones[event.zone], event.n_people, rng)
         for spot in spots:
             times, points, still = _event_keyframes(layout, event, spot, rng)
-            people.append(Person(len(people) + 1, _appearance(rng, False), "event",
-                                 times, points, still))
+            people.append(
+                Person(len(people) + 1, _appearance(rng, False), "event", times, points, still)
+            )
     while len(people) < preset.n_people:
         guardian_slot = len(people) + 2 <= preset.n_people and rng.random() < 0.15
         alone_child = not guardian_slot and rng.random() < 0.06
         times, points, still = _walker_keyframes(layout, rng, preset.duration_s)
-        person = Person(len(people) + 1, _appearance(rng, alone_child),
-                        "child" if alone_child else "walker", times, points, still)
+        person = Person(
+            len(people) + 1,
+            _appearance(rng, alone_child),
+            "child" if alone_child else "walker",
+            times,
+            points,
+            still,
+        )
         people.append(person)
         if guardian_slot:
-            people.append(Person(len(people) + 1, _appearance(rng, True), "child",
-                                 guardian=person))
+            people.append(Person(len(people) + 1, _appearance(rng, True), "child", guardian=person))
     return people

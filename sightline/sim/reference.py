@@ -34,11 +34,16 @@ def render_reference(app: Appearance, rng: np.random.Generator) -> np.ndarray:
     focal = (width / 2.0) / np.tan(np.radians(hfov) / 2.0)
     distance = app.height_m * focal / (rng.uniform(0.72, 0.85) * height)
     camera = PinholeCamera.looking_at(
-        position=(distance, 0.0), height=0.6 * app.height_m, target=(0.0, 0.0),
-        hfov_deg=hfov, resolution=_SIZE, target_z=0.5 * app.height_m,
+        position=(distance, 0.0),
+        height=0.6 * app.height_m,
+        target=(0.0, 0.0),
+        hfov_deg=hfov,
+        resolution=_SIZE,
+        target_z=0.5 * app.height_m,
     )
-    lighting = Lighting(gain=(1.12, 1.0, 0.84), exposure=1.05, noise_sigma=1.0,
-                        vignette=0.2, light_side=0.6)
+    lighting = Lighting(
+        gain=(1.12, 1.0, 0.84), exposure=1.05, noise_sigma=1.0, vignette=0.2, light_side=0.6
+    )
     image = render_background(camera, _floor, lighting, sky=_WALL)
     heading = float(rng.normal(0.0, 0.25))  # roughly facing the camera at +x
     parts = pose_parts(app, np.zeros(2), heading, phase=0.0, moving=False)

@@ -17,7 +17,14 @@ import numpy as np
 from sightline.sim.body import KIND_HEAD, BodyParts
 from sightline.sim.camera import PinholeCamera
 
-__all__ = ["Lighting", "Sprite", "composite", "draw_shadow", "rasterize_person", "render_background"]
+__all__ = [
+    "Lighting",
+    "Sprite",
+    "composite",
+    "draw_shadow",
+    "rasterize_person",
+    "render_background",
+]
 
 AlbedoFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _MIN_DEPTH_M = 1.0  # people closer than this to the lens are not drawn (or labelled)
@@ -166,8 +173,10 @@ def _clip_region(
     if fx0 >= fx1 or fy0 >= fy1:
         return None
     return (
-        slice(fy0, fy1), slice(fx0, fx1),
-        slice(fy0 - y0, fy1 - y0), slice(fx0 - x0, fx1 - x0),
+        slice(fy0, fy1),
+        slice(fx0, fx1),
+        slice(fy0 - y0, fy1 - y0),
+        slice(fx0 - x0, fx1 - x0),
     )
 
 
@@ -199,10 +208,14 @@ def visible_pixels(labels: np.ndarray, sprite: Sprite, index: int) -> int:
     return int(np.count_nonzero(labels[fy, fx] == index))
 
 
-def draw_shadow(frame: np.ndarray, camera: PinholeCamera, xy: np.ndarray, radius_m: float = 0.35) -> None:
+def draw_shadow(
+    frame: np.ndarray, camera: PinholeCamera, xy: np.ndarray, radius_m: float = 0.35
+) -> None:
     """Darken a soft ellipse on the ground under a person standing at ``xy``."""
     pts, depth = camera.project(
-        np.array([[xy[0], xy[1], 0.0], [xy[0] + radius_m, xy[1], 0.0], [xy[0], xy[1] + radius_m, 0.0]])
+        np.array(
+            [[xy[0], xy[1], 0.0], [xy[0] + radius_m, xy[1], 0.0], [xy[0], xy[1] + radius_m, 0.0]]
+        )
     )
     if depth.min() < _MIN_DEPTH_M:
         return

@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 
 from sightline.config import SiteConfig, parse_site_config
-from sightline.geometry import apply_homography, invert_homography
+from sightline.geometry import apply_homography, invert_homography, polygon_area
 from sightline.sim.layout import CameraPlacement, SiteLayout
 from sightline.sim.presets import Preset
 
@@ -41,8 +41,13 @@ def _topology(layout: SiteLayout) -> dict:
     links = []
     for cams in by_group.values():
         if len(cams) == 2:
-            links.append({"cameras": [cams[0].camera_id, cams[1].camera_id],
-                          "typical_transit_s": 0.0, "max_transit_s": 10.0})
+            links.append(
+                {
+                    "cameras": [cams[0].camera_id, cams[1].camera_id],
+                    "typical_transit_s": 0.0,
+                    "max_transit_s": 10.0,
+                }
+            )
     groups = sorted(targets)
     for gi in groups:
         for gj in groups:
@@ -52,31 +57,37 @@ def _topology(layout: SiteLayout) -> dict:
             seconds = float(layout.distances[targets[gi], targets[gj]] / _WALK_SPEED_MPS)
             for a in by_group[gi]:
                 for b in by_group[gj]:
-                    links.append({"cameras": [a.camera_id, b.camera_id],
-                                  "typical_transit_s": round(seconds, 1),
-                                  "max_transit_s": round(3 * seconds, 1)})
+                    links.append(
+                        {
+                            "cameras": [a.camera_id, b.camera_id],
+                            "typical_transit_s": round(seconds, 1),
+                            "max_transit_s": round(3 * seconds, 1),
+                        }
+                    )
     return {"links": links}
 
 
 def _zones(layout: SiteLayout, preset: Preset) -> list[dict]:
     zones = []
     for zone_id, polygon in layout.zones.items():
-        area = float(abs(np.cross(polygon[1] - polygon[0], polygon[3] - polygon[0])))
+        area = polygon_area(polygon)
         crowds = [e.n_people for e in preset.crowd_events if e.zone == zone_id]
         # Alert at half the density the smallest scheduled crowd reaches; zones with no
         # scheduled crowd get a threshold ordinary traffic never reaches.
         alert = round(0.5 * min(crowds) / area, 3) if crowds else 1.0
-        zones.append({
-            "id": zone_id, "name": zone_id.replace("_", " "),
-            "polygon": [[round(float(x), 3), round(float(y), 3)] for x, y in polygon],
-            "alert_density": alert, "alert_hold_s": 5.0,
-        })
+        zones.append(
+            {
+                "id": zone_id,
+                "name": zone_id.replace("_", " "),
+                "polygon": [[round(float(x), 3), round(float(y), 3)] for x, y in polygon],
+                "alert_density": alert,
+                "alert_hold_s": 5.0,
+            }
+        )
     return zones
 
 
-def build_site_config(
-    layout: SiteLayout, preset: Preset, seed: int, start: datetime
-) -> SiteConfig:
+def build_site_config(layout: SiteLayout, preset: Preset, seed: int, start: datetime) -> SiteConfig:
     """A validated site config for the simulated site (videos under ``videos/``)."""
     data = {
         "name": f"synthetic-{preset.name}-seed{seed}",

@@ -37,16 +37,26 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     )
     cams = {r["camera_id"]: r for r in per_camera.iter_rows(named=True)}
     people = result["people"]
-    zones = result["zone_counts"].group_by("zone_id").agg(
-        pl.col("count").max().alias("peak_count"),
-        pl.col("density_per_m2").max().alias("peak_density_per_m2"),
-    ).sort("zone_id")
+    zones = (
+        result["zone_counts"]
+        .group_by("zone_id")
+        .agg(
+            pl.col("count").max().alias("peak_count"),
+            pl.col("density_per_m2").max().alias("peak_density_per_m2"),
+        )
+        .sort("zone_id")
+    )
     return {
-        "preset": result["preset"], "seed": result["seed"], "out": result["out"],
+        "preset": result["preset"],
+        "seed": result["seed"],
+        "out": result["out"],
         "seconds": result["seconds"],
         "cameras": [
-            {**c, "boxes": cams.get(c["camera_id"], {}).get("boxes", 0),
-             "people_seen": cams.get(c["camera_id"], {}).get("people_seen", 0)}
+            {
+                **c,
+                "boxes": cams.get(c["camera_id"], {}).get("boxes", 0),
+                "people_seen": cams.get(c["camera_id"], {}).get("people_seen", 0),
+            }
             for c in result["cameras"]
         ],
         "overlapping_camera_pairs": _overlapping_pairs(boxes),
@@ -57,13 +67,21 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             "upper_colours": dict(Counter(p.appearance.upper for p in people).most_common()),
         },
         "zones": [
-            {"zone_id": r["zone_id"], "peak_count": r["peak_count"],
-             "peak_density_per_m2": round(r["peak_density_per_m2"], 3)}
+            {
+                "zone_id": r["zone_id"],
+                "peak_count": r["peak_count"],
+                "peak_density_per_m2": round(r["peak_density_per_m2"], 3),
+            }
             for r in zones.iter_rows(named=True)
         ],
         "crowd_events": [
-            {"zone_id": r["zone_id"], "start": r["t_start"].isoformat(),
-             "end": r["t_end"].isoformat(), "people": r["n_people"], "peak_count": r["peak_count"]}
+            {
+                "zone_id": r["zone_id"],
+                "start": r["t_start"].isoformat(),
+                "end": r["t_end"].isoformat(),
+                "people": r["n_people"],
+                "peak_count": r["peak_count"],
+            }
             for r in result["events"].iter_rows(named=True)
         ],
     }
