@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sightline.bench import bench_sim
-from sightline.config import ConfigError, load_site_config
+from sightline.config import ConfigError, SiteConfig, load_site_config
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
 
@@ -78,6 +78,12 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    del args
+    print(json.dumps(SiteConfig.model_json_schema(), indent=2))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     print(json.dumps(bench_sim(args.preset, args.seed, args.workers), indent=2))
     return 0
@@ -107,6 +113,8 @@ def _build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a site config and summarise it")
     check.add_argument("file", type=Path)
     check.set_defaults(func=_cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the site config's JSON schema")
+    schema.set_defaults(func=_cmd_config_schema)
 
     bench = sub.add_parser("bench", help="benchmarks, printed as JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -132,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:  # pragma: no cover - console-script shim
     """Console-script entry: run :func:`main` and exit with its status."""
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

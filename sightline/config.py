@@ -627,7 +627,11 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
     for err in exc.errors(include_url=False):
         path = _loc_to_path(err["loc"], data)
         msg = err["msg"].removeprefix("Value error, ")
-        got = f" (got {_short_repr(err['input'])})" if err["type"] != "missing" else ""
+        # A whole section as "value" is noise: the path already says which one it is.
+        show = err["type"] == "extra_forbidden" or (
+            err["type"] != "missing" and not isinstance(err["input"], dict)
+        )
+        got = f" (got {_short_repr(err['input'])})" if show else ""
         lines.append(f"{source}: {path}: {msg}{got}")
     return "\n".join(lines)
 

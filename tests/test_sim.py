@@ -234,3 +234,5 @@ def test_cli_config_check(tiny_site: Path, capsys: pytest.CaptureFixture) -> Non
     assert '"calibration_rmse_m"' in capsys.readouterr().out
     assert main(["config", "check", str(tiny_site / "missing.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
+    assert main(["config", "schema"]) == 0
+    assert '"CameraConfig"' in capsys.readouterr().out
