@@ -21,6 +21,7 @@ import numpy as np
 import shapely
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -81,6 +82,9 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
     return str(path)
 
 
+# A file path in the config, resolved against the config file's folder (URLs kept as-is).
+ConfigPath = Annotated[str, Field(min_length=1), AfterValidator(_resolve_path)]
+
 # --------------------------------------------------------------------------- cameras
 
 
@@ -124,8 +128,7 @@ class CameraConfig(CameraDefaults):
     """One camera: where its video comes from and how its image maps to the ground."""
 
     id: str = Field(pattern=_ID_PATTERN, description="Unique camera id (letters, digits, _ and -).")
-    source: str = Field(
-        min_length=1,
+    source: ConfigPath = Field(
         description="Stream URL (rtsp/http/...) or video file path, relative to the config file.",
     )
     source_start: AwareDatetime | None = Field(
@@ -139,11 +142,6 @@ class CameraConfig(CameraDefaults):
     )
     _image_to_ground: np.ndarray = PrivateAttr()
     _calibration_rmse_m: float = PrivateAttr()
-
-    @field_validator("source")
-    @classmethod
-    def _resolve_source(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_path(value, info)
 
     @field_validator("calibration")
     @classmethod
@@ -363,7 +361,9 @@ class BuiltinDetectorConfig(_Strict):
     """The project's own small person detector, trained on synthetic sites."""
 
     type: Literal["builtin"] = "builtin"
-    weights: str | None = Field(None, description="Weights file; default: the committed ones.")
+    weights: ConfigPath | None = Field(
+        None, description="Weights file; default: the committed ones."
+    )
     score_threshold: float = Field(
         0.3,
         ge=0,
@@ -373,17 +373,12 @@ class BuiltinDetectorConfig(_Strict):
     )
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
-    @field_validator("weights")
-    @classmethod
-    def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else _resolve_path(value, info)
-
 
 class TorchScriptDetectorConfig(_Strict):
     """A bring-your-own TorchScript detector with an output adapter for its format."""
 
     type: Literal["torchscript"]
-    path: str = Field(min_length=1, description="TorchScript file, relative to the config.")
+    path: ConfigPath = Field(description="TorchScript file, relative to the config.")
     format: Literal["boxes", "yolov8"] = Field(
         description="Output format: plain (boxes, scores), or YOLOv8 raw head output (NMS applied)."
     )
@@ -395,37 +390,24 @@ class TorchScriptDetectorConfig(_Strict):
     nms_iou: float = Field(0.5, gt=0, le=1, description="IoU above which NMS drops a box.")
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
-    @field_validator("path")
-    @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_path(value, info)
-
 
 class BuiltinEmbedderConfig(_Strict):
     """The project's own re-identification embedder, trained on synthetic sites."""
 
     type: Literal["builtin"] = "builtin"
-    weights: str | None = Field(None, description="Weights file; default: the committed ones.")
+    weights: ConfigPath | None = Field(
+        None, description="Weights file; default: the committed ones."
+    )
     serving: ServingConfig = Field(default_factory=ServingConfig)
-
-    @field_validator("weights")
-    @classmethod
-    def _resolve(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else _resolve_path(value, info)
 
 
 class TorchScriptEmbedderConfig(_Strict):
     """A bring-your-own TorchScript re-ID model (e.g. OSNet exported to TorchScript)."""
 
     type: Literal["torchscript"]
-    path: str = Field(min_length=1, description="TorchScript file, relative to the config.")
+    path: ConfigPath = Field(description="TorchScript file, relative to the config.")
     input_size: tuple[int, int] = Field((128, 256), description="(width, height) of crops.")
     serving: ServingConfig = Field(default_factory=ServingConfig)
-
-    @field_validator("path")
-    @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_path(value, info)
 
 
 def _model_type(value: Any) -> str:
@@ -460,16 +442,10 @@ class ModelsConfig(_Strict):
 class StorageConfig(_Strict):
     """Where the fused-track store (Parquet) and thumbnails live."""
 
-    root: str = Field(
+    root: ConfigPath = Field(
         "store",
-        min_length=1,
         description="Local folder (relative to the config) or any URL polars can write.",
     )
-
-    @field_validator("root")
-    @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_path(value, info)
 
 
 class SecurityConfig(_Strict):
