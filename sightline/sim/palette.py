@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CLOTHING_COLOURS", "HAIR_COLOURS", "LOWER_WEIGHTS", "SKIN_TONES", "colour_names"]
+__all__ = ["CLOTHING_COLOURS", "HAIR_COLOURS", "LOWER_WEIGHTS", "SKIN_TONES"]
 
 CLOTHING_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (196, 32, 38),
@@ -53,11 +53,6 @@ HAIR_COLOURS: list[tuple[int, int, int]] = [
     (196, 160, 90),
     (150, 150, 150),
 ]
-
-
-def colour_names() -> list[str]:
-    """All clothing colour names, in a fixed order."""
-    return list(CLOTHING_COLOURS)
 
 
 def vary(rgb: tuple[int, int, int], rng: np.random.Generator, amount: float = 0.08) -> np.ndarray:
