@@ -54,22 +54,33 @@ class CameraJob:
     video_path: Path
 
 
-def _candidates(camera: PinholeCamera, states: list[PersonState]) -> np.ndarray:
-    """(P, T) mask of people present and near the camera's view; a cheap pre-filter."""
-    out = np.zeros((len(states), len(states[0].present)), dtype=bool)
+@dataclass(frozen=True)
+class _GroundPoints:
+    """Every person's ground point seen by one camera, for every frame: (P, T) arrays.
+
+    Projected once per camera, vectorised; it serves as the cheap pre-filter of who
+    may be in view, the painter's order (far first) and the ground-truth foot pixel.
+    """
+
+    pixels: np.ndarray  # (P, T, 2)
+    depth: np.ndarray  # (P, T)
+    near: np.ndarray  # (P, T) present and close enough to the view to be worth drawing
+
+
+def _ground_points(camera: PinholeCamera, states: list[PersonState]) -> _GroundPoints:
+    xy = np.stack([st.xy for st in states])
+    pixels, depth = camera.project(np.concatenate([xy, np.zeros((*xy.shape[:2], 1))], axis=2))
     margin = 0.6 * camera.width
-    for i, st in enumerate(states):
-        pts = np.column_stack([st.xy, np.full(len(st.xy), 0.9)])
-        pix, depth = camera.project(pts)
-        out[i] = (
-            st.present
-            & (depth > 0.5)
-            & (pix[:, 0] > -margin)
-            & (pix[:, 0] < camera.width + margin)
-            & (pix[:, 1] > -camera.height_px)
-            & (pix[:, 1] < 2 * camera.height_px)
-        )
-    return out
+    u, v = pixels[..., 0], pixels[..., 1]
+    near = (
+        np.stack([st.present for st in states])
+        & (depth > 0.5)
+        & (u > -margin)
+        & (u < camera.width + margin)
+        & (v > -camera.height_px)
+        & (v < 2 * camera.height_px)
+    )
+    return _GroundPoints(pixels, depth, near)
 
 
 def _facing(camera: PinholeCamera, xy: np.ndarray, heading: float) -> float:
@@ -88,14 +99,14 @@ def _draw_frame(
     job: CameraJob,
     look: _CameraLook,
     states: list[PersonState],
-    who: np.ndarray,
+    ground: _GroundPoints,
     f: int,
     frame: np.ndarray,
 ) -> list[tuple[Any, ...]]:
-    """Draw people ``who`` at frame ``f`` onto ``frame``; return their ground-truth rows."""
+    """Draw the people near the view at frame ``f`` onto ``frame``; return their GT rows."""
     cam, light = job.placement.camera, job.placement.lighting
     sprites = []
-    for i in who:
+    for i in np.flatnonzero(ground.near[:, f]):
         st, person = states[i], job.people[i]
         xy, heading = st.xy[f], float(st.heading[f])
         parts = pose_parts(person.appearance, xy, heading, float(st.phase[f]), bool(st.moving[f]))
@@ -104,7 +115,7 @@ def _draw_frame(
         )
         if sprite is not None:
             sprites.append((i, sprite))
-    sprites.sort(key=lambda item: -item[1].depth)
+    sprites.sort(key=lambda item: -ground.depth[item[0], f])
     for i, _ in sprites:
         draw_shadow(frame, cam, states[i].xy[f])
     labels = np.full(frame.shape[:2], -1, dtype=np.int32)
@@ -113,9 +124,8 @@ def _draw_frame(
     rows = []
     for k, (i, sprite) in enumerate(sprites):
         vis = visible_pixels(labels, sprite, k) / max(int(sprite.mask.sum()), 1)
-        xy = states[i].xy[f]
-        foot, _ = cam.project(np.array([xy[0], xy[1], 0.0]))
-        rows.append((f, job.people[i].person_id, *sprite.box, vis, *foot, *xy))
+        foot = ground.pixels[i, f]
+        rows.append((f, job.people[i].person_id, *sprite.box, vis, *foot, *states[i].xy[f]))
     return rows
 
 
@@ -132,14 +142,14 @@ def render_camera(job: CameraJob, progress: Any = None) -> dict[str, Any]:
     noise = noise.astype(np.float32)
     t = np.arange(job.n_frames) / job.fps
     states = [p.state(t) for p in job.people]
-    near = _candidates(cam, states)
+    ground = _ground_points(cam, states)
     rows: list[tuple[Any, ...]] = []
     render_s = encode_s = 0.0
     with H264Writer(job.video_path, job.fps, cam.width, cam.height_px) as writer:
         for f in range(job.n_frames):
             t0 = time.perf_counter()
             frame = background.copy()
-            rows.extend(_draw_frame(job, look, states, np.flatnonzero(near[:, f]), f, frame))
+            rows.extend(_draw_frame(job, look, states, ground, f, frame))
             frame += noise[rng.integers(_NOISE_BANK)]
             out = np.clip(frame, 0, 255).astype(np.uint8)
             t1 = time.perf_counter()

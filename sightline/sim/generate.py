@@ -49,6 +49,17 @@ __all__ = ["SITE_START", "SimulationError", "simulate"]
 
 SITE_START = datetime(2026, 3, 2, 14, 0, 0, tzinfo=UTC)
 _TS = pl.Datetime("us", "UTC")
+_BOX_FLOAT_COLUMNS = (
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "visibility",
+    "foot_x",
+    "foot_y",
+    "world_x",
+    "world_y",
+)
 
 
 class SimulationError(RuntimeError):
@@ -125,12 +136,7 @@ def _boxes_table(results: list[dict[str, Any]], fps: float) -> pl.DataFrame:
                     "frame_index": b["frame_index"].astype(np.int32),
                     "ts": _us(b["frame_index"] / fps),
                     "person_id": b["person_id"].astype(np.int32),
-                    **{
-                        k: b[k].astype(np.float32)
-                        for k in ("x1", "y1", "x2", "y2", "visibility", "foot_x", "foot_y")
-                    },
-                    "world_x": b["world_x"].astype(np.float32),
-                    "world_y": b["world_y"].astype(np.float32),
+                    **{k: b[k].astype(np.float32) for k in _BOX_FLOAT_COLUMNS},
                 }
             )
         )

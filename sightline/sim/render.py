@@ -54,13 +54,12 @@ class Lighting:
 
 @dataclass
 class Sprite:
-    """One person rasterised for one camera: amodal box, pixel patch, mask and depth."""
+    """One person rasterised for one camera: amodal box, pixel patch and mask."""
 
     box: np.ndarray  # (4,) float x1, y1, x2, y2 in pixels
     origin: tuple[int, int]  # (x, y) of the patch's top-left pixel
     colour: np.ndarray  # (h, w, 3) float32 shaded albedo
     mask: np.ndarray  # (h, w) bool
-    depth: float  # camera depth of the person's ground point
 
 
 def render_background(
@@ -153,13 +152,11 @@ def rasterize_person(
         hair_line = -0.3 if facing_camera > 0.3 else (0.5 if facing_camera < -0.3 else 0.1)
         hair = (top[0] == hk) & (rel_v < hair_line)
         colour[hair] = hair_rgb * np.clip(shade[hair], 0.2, 1.3)[:, None]
-    _, foot_depth = camera.project(np.array([[*parts.a[:, :2].mean(axis=0), 0.0]]))
     return Sprite(
         box=np.array([x1, y1, x2, y2]),
         origin=(ix0, iy0),
         colour=colour.astype(np.float32),
         mask=mask,
-        depth=float(foot_depth[0]),
     )
 
 
