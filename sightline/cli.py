@@ -15,8 +15,12 @@ from pathlib import Path
 
 from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
+from sightline.evaluation import EvaluationError
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
+from sightline.training.sites import ensure_site
+
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "sightline" / "sites"
 
 __all__ = ["main"]
 
@@ -89,6 +93,59 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    # The Ray layers are imported only by the commands that need them: the core stays Ray-free.
+    from serve.bench import bench_serve
+
+    print(json.dumps(bench_serve(cameras=args.cameras, seconds=args.seconds), indent=2))
+    return 0
+
+
+def _cmd_bench_decode(args: argparse.Namespace) -> int:
+    from sightline.ingest.bench import bench_decode
+
+    path = args.file
+    if path is None:
+        path = ensure_site(args.data, "small", 11) / "videos" / "cam01.mp4"
+    print(json.dumps(bench_decode(path, threads=args.threads), indent=2))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sightline.training.commands import run_train_detector, run_train_reid
+
+    run = run_train_detector if args.model == "detector" else run_train_reid
+    summary = run(args.data, out=args.out, report_dir=args.report_dir, iterations=args.iterations)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from sightline.evaluation.commands import run_eval_detector, run_eval_reid
+
+    run = run_eval_detector if args.model == "detector" else run_eval_reid
+    print(json.dumps(run(args.preset, args.seed, args.data, weights=args.weights), indent=2))
+    return 0
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a built-in model on synthetic sites")
+    train.add_argument("model", choices=["detector", "reid"])
+    train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
+    train.add_argument("--out", type=Path, default=None, help="weights file (default: built-in)")
+    train.add_argument("--report-dir", type=Path, default=None)
+    train.add_argument("--iterations", type=int, default=None)
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="score a built-in model on a held-out synthetic site")
+    ev.add_argument("model", choices=["detector", "reid"])
+    ev.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ev.add_argument("--seed", type=int, default=21)
+    ev.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
+    ev.add_argument("--weights", type=Path, default=None, help="default: the built-in weights")
+    ev.set_defaults(func=_cmd_eval)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sightline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +180,18 @@ def _build_parser() -> argparse.ArgumentParser:
     bsim.add_argument("--seed", type=int, default=11)
     bsim.add_argument("--workers", type=int, default=None)
     bsim.set_defaults(func=_cmd_bench)
+    bserve = bench_sub.add_parser(
+        "serve", help="detector throughput through Ray Serve by batch size"
+    )
+    bserve.add_argument("--cameras", type=int, default=4, help="concurrent camera actors")
+    bserve.add_argument("--seconds", type=float, default=8.0, help="load per batch size")
+    bserve.set_defaults(func=_cmd_bench_serve)
+    bdec = bench_sub.add_parser("decode", help="PyAV decode speed vs ffmpeg -f null")
+    bdec.add_argument("--file", type=Path, default=None, help="video (default: a small site's)")
+    bdec.add_argument("--threads", type=int, default=2)
+    bdec.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
+    bdec.set_defaults(func=_cmd_bench_decode)
+    _add_model_commands(sub)
     return parser
 
 
@@ -130,7 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sightline`` console script; returns the exit status."""
     args = _build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    errors: tuple[type[Exception], ...] = (ConfigError, SimulationError)
+    errors: tuple[type[Exception], ...] = (
+        ConfigError,
+        SimulationError,
+        EvaluationError,
+        FileNotFoundError,
+    )
     try:
         return func(args)
     except errors as exc:

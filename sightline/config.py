@@ -122,6 +122,21 @@ class CameraDefaults(_Strict):
         description="Seconds added to the camera's timestamps to get true UTC.",
     )
     enabled: bool = Field(True, description="Disabled cameras are kept in the config but not run.")
+    mode: Literal["live", "forensic"] | None = Field(
+        None,
+        title="Processing mode",
+        description="live: keep up with the stream, dropping frames when behind (and counting "
+        "them); forensic: process every sampled frame of a recording as fast as the cluster "
+        "allows. Default: live for stream URLs, forensic for files.",
+    )
+    max_in_flight: int = Field(
+        4,
+        ge=1,
+        le=256,
+        title="Detector requests in flight",
+        description="Frames a camera has at the detector at once. Raising it lets replicas "
+        "form bigger batches (throughput) at the cost of latency and memory.",
+    )
 
 
 class CameraConfig(CameraDefaults):

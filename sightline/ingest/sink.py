@@ -1,0 +1,117 @@
+"""Where a camera's per-frame detections go: a protocol and a Parquet part-file writer.
+
+The camera actor hands every detected frame, in frame order, to a :class:`DetectionSink`.
+The default, :class:`ParquetDetectionSink`, appends detection rows (the ``detection``
+schema of the design) as Parquet part files; the tracking stage replaces it with a
+sink that tracks instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+from sightline.ingest.reader import Frame
+from sightline.models.core import Detections
+
+__all__ = ["DETECTION_SCHEMA", "DetectionSink", "ParquetDetectionSink", "detections_frame"]
+
+DETECTION_SCHEMA: dict[str, pl.DataType] = {
+    "camera_id": pl.String(),
+    "frame_ts": pl.Datetime("us", "UTC"),
+    "x1": pl.Float32(),
+    "y1": pl.Float32(),
+    "x2": pl.Float32(),
+    "y2": pl.Float32(),
+    "score": pl.Float32(),
+}
+
+_PART = re.compile(r"^part-(\d+)\.parquet$")
+
+
+@runtime_checkable
+class DetectionSink(Protocol):
+    """Receives each detected frame once, in frame order, then ``close()`` once."""
+
+    def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
+        """Take the detections of one frame (``frame.image`` is read-only)."""
+
+    def close(self) -> None:
+        """No more frames: flush what is buffered."""
+
+
+def detections_frame(camera_id: str, frame: Frame, detections: Detections) -> pl.DataFrame:
+    """One frame's detections as rows of :data:`DETECTION_SCHEMA`."""
+    boxes = detections.xyxy
+    n = len(detections)
+    return pl.DataFrame(
+        {
+            "camera_id": [camera_id] * n,
+            "frame_ts": [frame.ts] * n,
+            "x1": boxes[:, 0],
+            "y1": boxes[:, 1],
+            "x2": boxes[:, 2],
+            "y2": boxes[:, 3],
+            "score": detections.scores,
+        },
+        schema=DETECTION_SCHEMA,
+    )
+
+
+class ParquetDetectionSink:
+    """Append detection rows under ``<out_dir>/detections/camera_id=<id>/part-<n>.parquet``.
+
+    A part is written every ``flush_every`` frames and on :meth:`close`; numbering goes on
+    after the parts already in the folder, so a restarted camera never overwrites. Each
+    part is written to a temporary name and renamed, so readers never see half a file.
+    """
+
+    def __init__(self, out_dir: str | Path, camera_id: str, flush_every: int = 100) -> None:
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.camera_id = camera_id
+        self.flush_every = flush_every
+        self.folder = Path(out_dir) / "detections" / f"camera_id={camera_id}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._next_part = _next_part_number(self.folder)
+        self._rows: list[pl.DataFrame] = []
+        self._frames = 0
+        self.rows_written = 0
+        self.parts: list[Path] = []
+
+    def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
+        """Buffer one frame's rows; flush every ``flush_every`` frames."""
+        if len(detections):
+            self._rows.append(detections_frame(camera_id, frame, detections))
+        self._frames += 1
+        if self._frames >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Write buffered rows as the next part file (nothing if there are none)."""
+        self._frames = 0
+        if not self._rows:
+            return None
+        rows = pl.concat(self._rows)
+        self._rows = []
+        path = self.folder / f"part-{self._next_part:06d}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        rows.write_parquet(tmp)
+        os.replace(tmp, path)
+        self._next_part += 1
+        self.rows_written += rows.height
+        self.parts.append(path)
+        return path
+
+    def close(self) -> None:
+        """Flush what is left."""
+        self.flush()
+
+
+def _next_part_number(folder: Path) -> int:
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _PART.match(p.name))]
+    return max(numbers, default=-1) + 1

@@ -1,0 +1,124 @@
+"""What ``sightline train detector|reid`` run: render sites, train, save weights and report."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sightline.models.builtin_detector import DEFAULT_DETECTOR_WEIGHTS
+from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS
+from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
+from sightline.training.data import load_detection_samples, load_reid_crops
+from sightline.training.detector import INPUT_WIDTH, DetectorTrainConfig, train_detector
+from sightline.training.report import write_report
+from sightline.training.sites import ensure_site
+
+__all__ = ["run_train_detector", "run_train_reid"]
+
+TRAIN_PRESET = "small"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _save(path: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    tmp.replace(path)  # never leave a half-written weights file behind
+
+
+def run_train_detector(
+    data_dir: Path,
+    out: Path | None = None,
+    report_dir: Path | None = None,
+    iterations: int = DetectorTrainConfig.iterations,
+    every: int = 2,
+) -> dict[str, Any]:
+    """Train the built-in detector on the training seeds; validate on the validation seed."""
+    cfg = DetectorTrainConfig(iterations=iterations)
+    out = Path(out or DEFAULT_DETECTOR_WEIGHTS)
+    report_dir = Path(report_dir or out.parent / "reports")
+    train_sites = [ensure_site(data_dir, TRAIN_PRESET, s) for s in TRAIN_SEEDS]
+    val_site = ensure_site(data_dir, TRAIN_PRESET, VALIDATION_SEED)
+    _log(f"loading frames of {len(train_sites)} training sites ...")
+    parts = [load_detection_samples(s, every=every, width=INPUT_WIDTH) for s in train_sites]
+    train = parts[0]
+    for p in parts[1:]:
+        train.frames = torch.cat([torch.as_tensor(train.frames), torch.as_tensor(p.frames)]).numpy()
+        train.boxes += p.boxes
+        train.visibility += p.visibility
+    validation = load_detection_samples(val_site, every=10, width=INPUT_WIDTH)
+    _log(f"{len(train.frames)} training frames, {len(validation.frames)} validation frames")
+    net, result = train_detector(train, validation, cfg, log=_log)
+    meta = {
+        "width": 32,
+        "input_width": INPUT_WIDTH,
+        "train_preset": TRAIN_PRESET,
+        "train_seeds": list(TRAIN_SEEDS),
+        "validation_seed": VALIDATION_SEED,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": asdict(cfg),
+    }
+    _save(out, net.state_dict(), meta)
+    summary = {
+        "model": "detector",
+        "weights": str(out),
+        **meta,
+        "train_frames": len(train.frames),
+        "train_seconds": round(result["train_seconds"], 1),
+        "final_loss": sum(result["losses"][-50:]) / min(50, len(result["losses"])),
+        "validation": result["validation"],
+    }
+    summary["report"] = str(write_report(report_dir, "detector", result["losses"], summary))
+    return summary
+
+
+def run_train_reid(
+    data_dir: Path,
+    out: Path | None = None,
+    report_dir: Path | None = None,
+    iterations: int | None = None,
+) -> dict[str, Any]:
+    """Train the built-in re-ID embedder on people of the training seeds."""
+    from sightline.training.reid import ReidTrainConfig, train_reid
+
+    cfg = ReidTrainConfig() if iterations is None else ReidTrainConfig(iterations=iterations)
+    out = Path(out or DEFAULT_REID_WEIGHTS)
+    report_dir = Path(report_dir or out.parent / "reports")
+    train_sites = [ensure_site(data_dir, TRAIN_PRESET, s) for s in TRAIN_SEEDS]
+    val_site = ensure_site(data_dir, TRAIN_PRESET, VALIDATION_SEED)
+    _log("cropping people of the training sites ...")
+    train = [
+        load_reid_crops(s, per_track=cfg.crops_per_track, margin=0.08, size=(138, 70))
+        for s in train_sites
+    ]
+    validation = load_reid_crops(val_site, min_visibility=0.5, per_track=5)
+    net, result = train_reid(train, validation, cfg, log=_log)
+    meta = {
+        "dim": net.dim,
+        "width": 32,
+        "train_preset": TRAIN_PRESET,
+        "train_seeds": list(TRAIN_SEEDS),
+        "validation_seed": VALIDATION_SEED,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": asdict(cfg),
+    }
+    _save(out, net.state_dict(), meta)
+    summary = {
+        "model": "reid",
+        "weights": str(out),
+        **meta,
+        "train_crops": result["train_crops"],
+        "train_identities": result["train_identities"],
+        "train_seconds": round(result["train_seconds"], 1),
+        "validation": result["validation"],
+    }
+    summary["report"] = str(write_report(report_dir, "reid", result["losses"], summary))
+    return summary
