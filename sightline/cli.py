@@ -12,10 +12,15 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import polars as pl
 
 from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
 from sightline.evaluation import EvaluationError
+from sightline.evaluation.matching import precision_recall_by_camera
+from sightline.pipeline_report import format_pipeline_report
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
 from sightline.training.sites import ensure_site
@@ -34,18 +39,42 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    out = args.out or tempfile.mkdtemp(prefix="sightline-demo-")
+    out = Path(args.out or tempfile.mkdtemp(prefix="sightline-demo-"))
     print(
         f"Simulating the '{args.preset}' synthetic site (seed {args.seed}) into {out} ...",
         file=sys.stderr,
     )
     result = simulate(args.preset, args.seed, out, workers=args.workers)
     print(format_summary(summarise(result)))
-    site = load_site_config(Path(out) / "site.yaml")
+    site = load_site_config(out / "site.yaml")
     print(
         f"\nsite.yaml loads: {len(site.cameras)} cameras, {len(site.zones)} zones, "
         f"calibration fit error <= {max(c.calibration_rmse_m for c in site.cameras):.4f} m"
     )
+    print("\nRunning the pipeline on a local Ray (camera actors -> Serve detector) ...")
+    print(format_pipeline_report(*_run_pipeline(site, out / "run", out / "gt" / "boxes.parquet")))
+    return 0
+
+
+def _run_pipeline(
+    site: SiteConfig, out: Path, gt_boxes: Path | None
+) -> tuple[dict[str, Any], pl.DataFrame | None]:
+    from actors.pipeline import read_detections, run_pipeline
+
+    summary = run_pipeline(site, out)
+    scores = None
+    if gt_boxes is not None and gt_boxes.is_file():
+        detections = read_detections(out)
+        scores = precision_recall_by_camera(detections, pl.read_parquet(gt_boxes))
+    return summary, scores
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    site = load_site_config(args.config)
+    summary, scores = _run_pipeline(site, args.out, args.gt)
+    if scores is not None:
+        summary["accuracy_vs_ground_truth"] = scores.to_dicts()
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -97,7 +126,12 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     # The Ray layers are imported only by the commands that need them: the core stays Ray-free.
     from serve.bench import bench_serve
 
-    print(json.dumps(bench_serve(cameras=args.cameras, seconds=args.seconds), indent=2))
+    from sightline.ingest.bench import bench_decode
+
+    result = bench_serve(cameras=args.cameras, duration_s=args.seconds)
+    video = ensure_site(args.data, "small", 11) / "videos" / "cam01.mp4"
+    result["decode"] = bench_decode(video, threads=args.threads)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -185,6 +219,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bserve.add_argument("--cameras", type=int, default=4, help="concurrent camera actors")
     bserve.add_argument("--seconds", type=float, default=8.0, help="load per batch size")
+    bserve.add_argument("--threads", type=int, default=2, help="decode threads (both sides)")
+    bserve.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     bserve.set_defaults(func=_cmd_bench_serve)
     bdec = bench_sub.add_parser("decode", help="PyAV decode speed vs ffmpeg -f null")
     bdec.add_argument("--file", type=Path, default=None, help="video (default: a small site's)")
@@ -192,6 +228,14 @@ def _build_parser() -> argparse.ArgumentParser:
     bdec.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     bdec.set_defaults(func=_cmd_bench_decode)
     _add_model_commands(sub)
+
+    run = sub.add_parser("run", help="run the ingestion pipeline of a site config on Ray")
+    run.add_argument("--config", type=Path, required=True, help="site config (site.yaml)")
+    run.add_argument("--out", type=Path, required=True, help="output folder for detections")
+    run.add_argument(
+        "--gt", type=Path, default=None, help="ground-truth boxes.parquet to score against"
+    )
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

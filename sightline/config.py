@@ -331,8 +331,14 @@ class AutoscalingConfig(_Strict):
         description="Requests in flight per replica that autoscaling aims for; lower scales "
         "out sooner (lower latency, more GPUs).",
     )
-    upscale_delay_s: float = Field(30.0, ge=0)
-    downscale_delay_s: float = Field(600.0, ge=0)
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load must stay high this long.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load must stay low this long.")
+    look_back_period_s: float = Field(
+        30.0,
+        gt=0,
+        description="Window over which ongoing requests are averaged; shorter reacts faster "
+        "(also to short bursts).",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:

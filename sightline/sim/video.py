@@ -30,7 +30,9 @@ class H264Writer:
         preset: str = "veryfast",
     ) -> None:
         self.path = Path(path)
-        self.container = av.open(str(self.path), mode="w")
+        # faststart puts the index first, so a recording can be streamed over HTTP and read
+        # while it downloads (FFmpeg mis-reads an index-at-the-end MP4 over keep-alive HTTP).
+        self.container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
         self.stream = self.container.add_stream("libx264", rate=rate)
         self.stream.width, self.stream.height = width, height

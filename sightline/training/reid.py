@@ -30,7 +30,7 @@ __all__ = ["ReidTrainConfig", "batch_hard_triplet", "train_reid"]
 class ReidTrainConfig:
     """Hyper-parameters of re-ID training (defaults are what the committed weights used)."""
 
-    iterations: int = 3000
+    iterations: int = 2000
     identities_per_batch: int = 16
     crops_per_identity: int = 4
     crops_per_track: int = 24
