@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sightline demo
+	RAY_AUTH_MODE=disabled $(VENV)/bin/sightline demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -31,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/sightline bench sim
+	RAY_AUTH_MODE=disabled $(VENV)/bin/sightline bench serve
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -125,7 +125,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
     # The Ray layers are imported only by the commands that need them: the core stays Ray-free.
     from serve.bench import bench_serve
-
     from sightline.ingest.bench import bench_decode
 
     result = bench_serve(cameras=args.cameras, duration_s=args.seconds)

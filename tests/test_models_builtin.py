@@ -68,7 +68,7 @@ def test_builtin_embedder_vectors_are_unit_length():
 
 
 def test_missing_weights_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         build_detector(BuiltinDetectorConfig(weights=str(tmp_path / "nope.pt")))
 
 
@@ -108,7 +108,7 @@ def _frames_with_boxes(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     boxes, vis = [], []
     for _ in range(n):
         xy = rng.uniform(0, 500, (3, 2))
-        boxes.append(np.hstack([xy, xy + [20, 70]]).astype(np.float32))
+        boxes.append(np.hstack([xy, xy + np.array([20, 70])]).astype(np.float32))
         vis.append(np.array([1.0, 0.9, 0.2]))
     return boxes, vis
 
@@ -124,7 +124,7 @@ def test_ap50_perfect_missing_and_ignored():
     half = [Detections.from_arrays(b[:1], [0.9]) for b in boxes]
     assert average_precision_50(half, boxes, vis)["ap50"] < 0.6
     # boxes shifted by half their width are not matches at IoU 0.5
-    shifted = [Detections.from_arrays(b + [12, 0, 12, 0], [0.9, 0.8, 0.7]) for b in boxes]
+    shifted = [Detections.from_arrays(b + np.array([12, 0, 12, 0]), [0.9, 0.8, 0.7]) for b in boxes]
     assert average_precision_50(shifted, boxes, vis)["ap50"] < 0.1
 
 

@@ -1,11 +1,12 @@
 """The built-in person detector: a small centre-heatmap network (CenterNet style).
 
-Frames are resized so their width is ``input_width`` (320 px by default, half the
-synthetic cameras' width), padded to a multiple of 16, and mapped to three heads at
-stride 4: a person-centre heatmap, the box size (log of width and height in output
-cells) and the centre's sub-cell offset. Peaks of the heatmap (3x3 local maxima) are
-people; no box NMS is needed. About 0.3 M parameters: fast enough on a CPU for a
-handful of cameras, trained in minutes by ``sightline train detector``.
+Frames are resized so their width is ``input_width`` (recorded in the weights file;
+448 px for the committed weights, 0.7x the synthetic cameras' width), padded to a
+multiple of 16, and mapped to three heads at stride 4: a person-centre heatmap, the box
+size (log of width and height in output cells) and the centre's sub-cell offset. Peaks
+of the heatmap (3x3 local maxima) are people; no box NMS is needed. About 0.3 M
+parameters: fast enough on a CPU for a handful of cameras, trained in minutes by
+``sightline train detector``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from sightline.models.adapters import nms
 from sightline.models.core import Detections, DetectorBackend, check_frames, select_device
 from sightline.models.registry import register_detector
 
 __all__ = [
     "DEFAULT_DETECTOR_WEIGHTS",
+    "NMS_IOU",
     "STRIDE",
     "BuiltinDetector",
     "DetectorNet",
@@ -34,6 +37,7 @@ DEFAULT_DETECTOR_WEIGHTS = Path(__file__).parent / "weights" / "detector.pt"
 STRIDE = 4
 _PAD_TO = 16
 _MAX_PEOPLE = 128
+NMS_IOU = 0.6
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -99,9 +103,17 @@ def frames_to_input(
 
 
 def decode_heatmap(
-    out: torch.Tensor, score_threshold: float, max_people: int = _MAX_PEOPLE
+    out: torch.Tensor,
+    score_threshold: float,
+    max_people: int = _MAX_PEOPLE,
+    nms_iou: float | None = NMS_IOU,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Network output -> per-image (boxes xyxy in input pixels, scores), peaks above threshold."""
+    """Network output -> per-image (boxes xyxy in input pixels, scores), peaks above threshold.
+
+    A person much taller than the 3x3 peak window can raise two peaks; box NMS at
+    ``nms_iou`` (high, so people standing close in a crowd both survive) removes the
+    duplicate. ``None`` turns it off.
+    """
     heat = torch.sigmoid(out[:, 0].float())
     peaks = heat == F.max_pool2d(heat[:, None], 3, stride=1, padding=1)[:, 0]
     heat = heat * peaks
@@ -119,7 +131,11 @@ def decode_heatmap(
         bw = torch.exp(pred[0].clamp(max=6.0)) * STRIDE
         bh = torch.exp(pred[1].clamp(max=6.0)) * STRIDE
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
-        results.append((boxes.cpu().numpy(), scores[i][keep].cpu().numpy()))
+        kept_scores = scores[i][keep]
+        if nms_iou is not None and len(boxes) > 1:
+            survivors = nms(boxes, kept_scores, nms_iou)
+            boxes, kept_scores = boxes[survivors], kept_scores[survivors]
+        results.append((boxes.cpu().numpy(), kept_scores.cpu().numpy()))
     return results
 
 

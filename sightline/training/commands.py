@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from sightline.models.builtin_detector import DEFAULT_DETECTOR_WEIGHTS
 from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS
 from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
-from sightline.training.data import load_detection_samples, load_reid_crops
+from sightline.training.data import DetectionSamples, load_detection_samples, load_reid_crops
 from sightline.training.detector import INPUT_WIDTH, DetectorTrainConfig, train_detector
 from sightline.training.report import write_report
 from sightline.training.sites import ensure_site
@@ -38,45 +39,64 @@ def run_train_detector(
     data_dir: Path,
     out: Path | None = None,
     report_dir: Path | None = None,
-    iterations: int = DetectorTrainConfig.iterations,
-    every: int = 2,
+    iterations: int | None = None,
+    every: int = 3,
 ) -> dict[str, Any]:
     """Train the built-in detector on the training seeds; validate on the validation seed."""
-    cfg = DetectorTrainConfig(iterations=iterations)
+    cfg = DetectorTrainConfig() if iterations is None else DetectorTrainConfig(iterations)
     out = Path(out or DEFAULT_DETECTOR_WEIGHTS)
     report_dir = Path(report_dir or out.parent / "reports")
     train_sites = [ensure_site(data_dir, TRAIN_PRESET, s) for s in TRAIN_SEEDS]
     val_site = ensure_site(data_dir, TRAIN_PRESET, VALIDATION_SEED)
     _log(f"loading frames of {len(train_sites)} training sites ...")
     parts = [load_detection_samples(s, every=every, width=INPUT_WIDTH) for s in train_sites]
-    train = parts[0]
-    for p in parts[1:]:
-        train.frames = torch.cat([torch.as_tensor(train.frames), torch.as_tensor(p.frames)]).numpy()
-        train.boxes += p.boxes
-        train.visibility += p.visibility
+    train = DetectionSamples(
+        np.concatenate([p.frames for p in parts]),
+        [b for p in parts for b in p.boxes],
+        [v for p in parts for v in p.visibility],
+    )
+    del parts
     validation = load_detection_samples(val_site, every=10, width=INPUT_WIDTH)
     _log(f"{len(train.frames)} training frames, {len(validation.frames)} validation frames")
     net, result = train_detector(train, validation, cfg, log=_log)
-    meta = {
-        "width": 32,
-        "input_width": INPUT_WIDTH,
+    meta = _meta(cfg, width=32, input_width=INPUT_WIDTH)
+    return _finish("detector", net, meta, result, out, report_dir, train_frames=len(train.frames))
+
+
+def _meta(cfg: Any, **arch: Any) -> dict[str, Any]:
+    """What a weights file records: architecture, training data and settings."""
+    return {
+        **arch,
         "train_preset": TRAIN_PRESET,
         "train_seeds": list(TRAIN_SEEDS),
         "validation_seed": VALIDATION_SEED,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": asdict(cfg),
     }
+
+
+def _finish(
+    name: str,
+    net: torch.nn.Module,
+    meta: dict[str, Any],
+    result: dict[str, Any],
+    out: Path,
+    report_dir: Path,
+    **facts: Any,
+) -> dict[str, Any]:
+    """Save the weights, write the report, and return the summary the CLI prints."""
     _save(out, net.state_dict(), meta)
+    losses = result["losses"]
     summary = {
-        "model": "detector",
+        "model": name,
         "weights": str(out),
         **meta,
-        "train_frames": len(train.frames),
+        **facts,
         "train_seconds": round(result["train_seconds"], 1),
-        "final_loss": sum(result["losses"][-50:]) / min(50, len(result["losses"])),
+        "final_loss": sum(losses[-50:]) / max(1, min(50, len(losses))),
         "validation": result["validation"],
     }
-    summary["report"] = str(write_report(report_dir, "detector", result["losses"], summary))
+    summary["report"] = str(write_report(report_dir, name, losses, summary))
     return summary
 
 
@@ -101,24 +121,14 @@ def run_train_reid(
     ]
     validation = load_reid_crops(val_site, min_visibility=0.5, per_track=5)
     net, result = train_reid(train, validation, cfg, log=_log)
-    meta = {
-        "dim": net.dim,
-        "width": 32,
-        "train_preset": TRAIN_PRESET,
-        "train_seeds": list(TRAIN_SEEDS),
-        "validation_seed": VALIDATION_SEED,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": asdict(cfg),
-    }
-    _save(out, net.state_dict(), meta)
-    summary = {
-        "model": "reid",
-        "weights": str(out),
-        **meta,
-        "train_crops": result["train_crops"],
-        "train_identities": result["train_identities"],
-        "train_seconds": round(result["train_seconds"], 1),
-        "validation": result["validation"],
-    }
-    summary["report"] = str(write_report(report_dir, "reid", result["losses"], summary))
-    return summary
+    meta = _meta(cfg, dim=net.dim, width=32)
+    return _finish(
+        "reid",
+        net,
+        meta,
+        result,
+        out,
+        report_dir,
+        train_crops=result["train_crops"],
+        train_identities=result["train_identities"],
+    )
