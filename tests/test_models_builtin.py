@@ -151,3 +151,19 @@ def test_eval_refuses_training_seeds():
     with pytest.raises(EvaluationError, match="seed 1003"):
         _check_held_out(1003, {"train_seeds": [1001, 1003], "validation_seed": 1007})
     _check_held_out(21, {"train_seeds": [1001, 1003], "validation_seed": 1007})
+
+
+def test_a_body_part_box_inside_a_taller_person_is_dropped():
+    from sightline.models.builtin_detector import _part_of_a_larger_box
+
+    boxes = torch.tensor(
+        [
+            [100.0, 50.0, 160.0, 250.0],  # a tall, near person
+            [110.0, 60.0, 150.0, 140.0],  # a peak on their torso
+            [150.0, 40.0, 190.0, 180.0],  # someone beside them, overlapping in part
+        ]
+    )
+    part = _part_of_a_larger_box(boxes, torch.tensor([0.9, 0.5, 0.6]))
+    assert part.tolist() == [False, True, False]
+    # the same inner box scoring higher than the tall one is not a part of it
+    assert not _part_of_a_larger_box(boxes[:2], torch.tensor([0.4, 0.5])).any()

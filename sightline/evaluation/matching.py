@@ -1,8 +1,10 @@
 """Match a pipeline's detections to ground-truth boxes frame by frame (precision, recall).
 
 One-to-one matching at IoU >= 0.5 by scipy's ``linear_sum_assignment``. Ground-truth
-people less than ``min_visibility`` visible are ignore regions: a detection on one is
-neither a true nor a false positive, and missing one is not a miss.
+people less than ``min_visibility`` visible are ignore regions, with COCO's rule for
+them: an unmatched detection lying at least half inside one (intersection over the
+detection's own area >= 0.5) is neither a true nor a false positive, and missing a
+hidden person is not a miss.
 """
 
 from __future__ import annotations
@@ -11,17 +13,28 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["box_iou", "match_frame", "precision_recall_by_camera"]
+__all__ = ["box_ioa", "box_iou", "match_frame", "precision_recall_by_camera"]
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    return np.prod(np.clip(rb - lt, 0, None), axis=2)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of xyxy boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    inter = _intersection(a, b)
+    return inter / np.maximum(_area(a)[:, None] + _area(b)[None, :] - inter, 1e-9)
+
+
+def box_ioa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the area of each box of ``a``: (len(a), len(b))."""
+    return _intersection(a, b) / np.maximum(_area(a)[:, None], 1e-9)
 
 
 def match_frame(
@@ -39,9 +52,10 @@ def match_frame(
     tp = int(visible[cols].sum())
     unmatched = np.setdiff1d(np.arange(len(det)), rows)
     # an unmatched detection lying on a hidden person is not counted against the detector
+    hidden = np.flatnonzero(~visible)
     on_hidden = (
-        int((overlap[np.ix_(unmatched, np.flatnonzero(~visible))] >= iou).any(axis=1).sum())
-        if len(unmatched) and (~visible).any()
+        int((box_ioa(det[unmatched], gt[hidden]) >= 0.5).any(axis=1).sum())
+        if len(unmatched) and len(hidden)
         else 0
     )
     fp = len(unmatched) - on_hidden

@@ -38,6 +38,8 @@ STRIDE = 4
 _PAD_TO = 16
 _MAX_PEOPLE = 128
 NMS_IOU = 0.6
+_PART_IOA = 0.8
+_PART_HEIGHT_RATIO = 1.4
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -135,8 +137,27 @@ def decode_heatmap(
         if nms_iou is not None and len(boxes) > 1:
             survivors = nms(boxes, kept_scores, nms_iou)
             boxes, kept_scores = boxes[survivors], kept_scores[survivors]
+            whole = ~_part_of_a_larger_box(boxes, kept_scores)
+            boxes, kept_scores = boxes[whole], kept_scores[whole]
         results.append((boxes.cpu().numpy(), kept_scores.cpu().numpy()))
     return results
+
+
+def _part_of_a_larger_box(boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Boxes lying almost wholly inside a higher-scoring, much taller box.
+
+    A person far taller than those seen in training can raise an extra peak on a body
+    part (torso, legs); its box sits inside the person's own box. A second person behind
+    rarely does: they overlap the front person only in part.
+    """
+    x1, y1, x2, y2 = boxes.unbind(1)
+    iw = (torch.minimum(x2[:, None], x2[None]) - torch.maximum(x1[:, None], x1[None])).clamp(min=0)
+    ih = (torch.minimum(y2[:, None], y2[None]) - torch.maximum(y1[:, None], y1[None])).clamp(min=0)
+    area = ((x2 - x1) * (y2 - y1)).clamp(min=1e-6)
+    inside = iw * ih / area[:, None] >= _PART_IOA
+    taller = (y2 - y1)[None] >= _PART_HEIGHT_RATIO * (y2 - y1)[:, None]
+    stronger = scores[None] > scores[:, None]
+    return (inside & taller & stronger).any(dim=1)
 
 
 def load_detector_weights(path: Path | str) -> tuple[DetectorNet, dict[str, Any]]:

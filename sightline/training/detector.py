@@ -32,7 +32,7 @@ _MIN_VIS = 0.3
 class DetectorTrainConfig:
     """Hyper-parameters of detector training (defaults are what the committed weights used)."""
 
-    iterations: int = 4000
+    iterations: int = 8000
     batch_size: int = 12
     patch: tuple[int, int] = (160, 256)  # (height, width) in input pixels
     lr: float = 2e-3
