@@ -4,7 +4,8 @@ Frames are resized so their width is ``input_width`` (recorded in the weights fi
 448 px for the committed weights, 0.7x the synthetic cameras' width), padded to a
 multiple of 16, and mapped to three heads at stride 4: a person-centre heatmap, the box
 size (log of width and height in output cells) and the centre's sub-cell offset. Peaks
-of the heatmap (3x3 local maxima) are people; no box NMS is needed. About 0.3 M
+of the heatmap (3x3 local maxima) are people; box NMS and a body-part filter only
+remove the rare second peak on a very tall person. About 0.3 M
 parameters: fast enough on a CPU for a handful of cameras, trained in minutes by
 ``sightline train detector``.
 """
