@@ -75,7 +75,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if scores is not None:
         summary["accuracy_vs_ground_truth"] = scores.to_dicts()
     print(json.dumps(summary, indent=2, default=str))
-    return 0
+    failed = [c for c in summary["cameras"] if c.get("state") == "failed"]
+    for cam in failed:
+        print(f"sightline: camera {cam['camera_id']} failed: {cam['last_error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

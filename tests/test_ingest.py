@@ -601,3 +601,24 @@ def test_bench_decode_without_ffmpeg(
     assert "ffmpeg not found" in result["note"]
     with pytest.raises(FileNotFoundError):
         bench_decode(Path(os.devnull).parent / "no-such-video.mp4")
+
+
+def test_files_give_up_after_a_few_reopens_streams_never():
+    from sightline.config import CameraConfig
+    from sightline.ingest.reader import FILE_MAX_RECONNECTS
+
+    calibration = [
+        {"image": [0, 300], "ground": [0, 0]},
+        {"image": [600, 300], "ground": [10, 0]},
+        {"image": [600, 50], "ground": [10, 10]},
+        {"image": [0, 50], "ground": [0, 10]},
+    ]
+    file_cam = CameraConfig.model_validate(
+        {"id": "a", "source": "/data/a.mp4", "calibration": calibration}
+    )
+    stream_cam = CameraConfig.model_validate(
+        {"id": "b", "source": "rtsp://10.0.0.1/live", "calibration": calibration}
+    )
+    assert ReaderSettings.from_camera(file_cam).max_reconnects == FILE_MAX_RECONNECTS
+    assert ReaderSettings.from_camera(stream_cam).max_reconnects is None
+    assert ReaderSettings.from_camera(file_cam, max_reconnects=None).max_reconnects is None

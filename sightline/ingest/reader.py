@@ -36,6 +36,9 @@ State = Literal["starting", "running", "reconnecting", "finished", "failed", "st
 _TERMINAL = ("finished", "failed", "stopped")
 
 
+FILE_MAX_RECONNECTS = 5
+
+
 @dataclass(frozen=True)
 class ReaderSettings:
     """How a :class:`FrameReader` decodes one source.
@@ -86,6 +89,9 @@ class ReaderSettings:
             "mode": mode or ("live" if camera.is_stream else "forensic"),
             "source_start": camera.source_start,
             "clock_offset_s": camera.clock_offset_s,
+            # A recording that cannot be read after a few tries will not heal by waiting:
+            # give up (state "failed") so a forensic run ends; streams retry forever.
+            "max_reconnects": None if camera.is_stream else FILE_MAX_RECONNECTS,
         }
         values.update(overrides)
         return cls(**values)
