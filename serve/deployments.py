@@ -42,7 +42,7 @@ from ray.serve.handle import DeploymentHandle
 from serve.options import deployment_options, parse_batch_user_config
 from sightline.config import DetectorConfig, EmbedderConfig, ModelsConfig, ServingConfig
 from sightline.models import Detections, DetectorBackend, EmbedderBackend
-from sightline.models.core import check_crops
+from sightline.models.core import check_crops, check_image
 from sightline.models.registry import build_detector, build_embedder
 
 __all__ = [
@@ -228,12 +228,7 @@ def _raise_if_error(result: Any) -> Any:
 
 def check_frame(frame: Any) -> np.ndarray:
     """Validate one detector request: ``(H, W, 3) uint8`` with H, W >= 1."""
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[-1] != 3:
-        shape = getattr(frame, "shape", type(frame).__name__)
-        raise ValueError(f"frame must be an (H, W, 3) uint8 array, got shape {shape}")
-    if frame.dtype != np.uint8 or frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise ValueError(f"frame must be non-empty uint8, got {frame.dtype} {frame.shape}")
-    return frame
+    return check_image(frame, "frame")
 
 
 def _detect_one_by_one(backend: DetectorBackend, frames: list[np.ndarray]) -> list[Any]:

@@ -19,8 +19,6 @@ import polars as pl
 from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
 from sightline.evaluation import EvaluationError
-from sightline.evaluation.matching import precision_recall_by_camera
-from sightline.pipeline_report import format_pipeline_report
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
 from sightline.training.sites import ensure_site
@@ -51,6 +49,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"\nsite.yaml loads: {len(site.cameras)} cameras, {len(site.zones)} zones, "
         f"calibration fit error <= {max(c.calibration_rmse_m for c in site.cameras):.4f} m"
     )
+    from sightline.pipeline_report import format_pipeline_report
+
     print("\nRunning the pipeline on a local Ray (camera actors -> Serve detector) ...")
     print(format_pipeline_report(*_run_pipeline(site, out / "run", out / "gt" / "boxes.parquet")))
     return 0
@@ -60,6 +60,7 @@ def _run_pipeline(
     site: SiteConfig, out: Path, gt_boxes: Path | None
 ) -> tuple[dict[str, Any], pl.DataFrame | None]:
     from actors.pipeline import read_detections, run_pipeline
+    from sightline.evaluation.matching import precision_recall_by_camera
 
     summary = run_pipeline(site, out)
     scores = None

@@ -21,6 +21,7 @@ __all__ = [
     "EmbedderBackend",
     "check_crops",
     "check_frames",
+    "check_image",
     "l2_normalise",
     "select_device",
 ]
@@ -86,14 +87,20 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def check_image(image: object, name: str) -> np.ndarray:
+    """Validate one ``(H, W, 3) uint8`` image with H, W >= 1; errors start with ``name``."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[-1] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 array, got shape {shape}")
+    if image.dtype != np.uint8 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name} must be non-empty uint8, got {image.dtype} {image.shape}")
+    return image
+
+
 def check_crops(crops: list[np.ndarray]) -> list[np.ndarray]:
     """Validate an embedder batch: a list of ``(h, w, 3) uint8`` crops with h, w >= 1."""
     for i, crop in enumerate(crops):
-        if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.shape[-1] != 3:
-            shape = getattr(crop, "shape", type(crop).__name__)
-            raise ValueError(f"crop {i} must be an (h, w, 3) uint8 array, got shape {shape}")
-        if crop.dtype != np.uint8 or crop.shape[0] < 1 or crop.shape[1] < 1:
-            raise ValueError(f"crop {i} must be non-empty uint8, got {crop.dtype} {crop.shape}")
+        check_image(crop, f"crop {i}")
     return crops
 
 

@@ -51,19 +51,19 @@ def _load_backends() -> None:
         importlib.import_module(module)
 
 
+def _build(kind: str, table: dict[str, Any], config: Any, prefer_gpu: bool) -> Any:
+    _load_backends()
+    cls = table.get(config.type)
+    if cls is None:
+        raise ValueError(f"unknown {kind} type {config.type!r}; known: {sorted(table)}")
+    return cls.from_config(config, prefer_gpu=prefer_gpu)
+
+
 def build_detector(config: Any, prefer_gpu: bool = True) -> DetectorBackend:
     """The detector backend for a detector config (``config.type`` selects the plugin)."""
-    _load_backends()
-    cls = _DETECTORS.get(config.type)
-    if cls is None:
-        raise ValueError(f"unknown detector type {config.type!r}; known: {sorted(_DETECTORS)}")
-    return cls.from_config(config, prefer_gpu=prefer_gpu)
+    return _build("detector", _DETECTORS, config, prefer_gpu)
 
 
 def build_embedder(config: Any, prefer_gpu: bool = True) -> EmbedderBackend:
     """The embedder backend for an embedder config (``config.type`` selects the plugin)."""
-    _load_backends()
-    cls = _EMBEDDERS.get(config.type)
-    if cls is None:
-        raise ValueError(f"unknown embedder type {config.type!r}; known: {sorted(_EMBEDDERS)}")
-    return cls.from_config(config, prefer_gpu=prefer_gpu)
+    return _build("embedder", _EMBEDDERS, config, prefer_gpu)

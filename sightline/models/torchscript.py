@@ -175,8 +175,24 @@ class _Letterbox:
         return torch.minimum((boxes - shift) * scale, bound).clamp(min=0)
 
 
+class _ScriptBacked:
+    """What both TorchScript backends expose about the file they run."""
+
+    _model: _ScriptModel
+
+    @property
+    def device(self) -> str:
+        """Where the model runs (``cpu`` or ``cuda``)."""
+        return self._model.device
+
+    @property
+    def path(self) -> str:
+        """The TorchScript file."""
+        return self._model.path
+
+
 @register_detector("torchscript")
-class TorchScriptDetector(DetectorBackend):
+class TorchScriptDetector(_ScriptBacked, DetectorBackend):
     """A user's TorchScript person detector, decoded by the adapter for its ``format``."""
 
     type = "torchscript"
@@ -223,16 +239,6 @@ class TorchScriptDetector(DetectorBackend):
             config.nms_iou,
             prefer_gpu=prefer_gpu,
         )
-
-    @property
-    def device(self) -> str:
-        """Where the model runs (``cpu`` or ``cuda``)."""
-        return self._model.device
-
-    @property
-    def path(self) -> str:
-        """The TorchScript file."""
-        return self._model.path
 
     def _probe(self, model: _ScriptModel) -> None:
         width, height = self.input_size
@@ -283,7 +289,7 @@ class TorchScriptDetector(DetectorBackend):
 
 
 @register_embedder("torchscript")
-class TorchScriptEmbedder(EmbedderBackend):
+class TorchScriptEmbedder(_ScriptBacked, EmbedderBackend):
     """A user's TorchScript re-identification model (e.g. an OSNet trace)."""
 
     type = "torchscript"
@@ -315,16 +321,6 @@ class TorchScriptEmbedder(EmbedderBackend):
     def dim(self) -> int:
         """Length of the vectors :meth:`embed` returns (found by the dry run on load)."""
         return self._dim
-
-    @property
-    def device(self) -> str:
-        """Where the model runs (``cpu`` or ``cuda``)."""
-        return self._model.device
-
-    @property
-    def path(self) -> str:
-        """The TorchScript file."""
-        return self._model.path
 
     def _probe(self, model: _ScriptModel) -> None:
         width, height = self.input_size

@@ -22,12 +22,10 @@ from sightline.sim.render import (
 )
 from sightline.sim.video import H264Writer
 
-__all__ = ["CameraJob", "render_camera"]
+__all__ = ["BOX_FLOAT_COLUMNS", "CameraJob", "render_camera"]
 
 _NOISE_BANK = 8
-_BOX_COLUMNS = (
-    "frame_index",
-    "person_id",
+BOX_FLOAT_COLUMNS = (
     "x1",
     "y1",
     "x2",
@@ -38,6 +36,7 @@ _BOX_COLUMNS = (
     "world_x",
     "world_y",
 )
+_BOX_COLUMNS = ("frame_index", "person_id", *BOX_FLOAT_COLUMNS)
 
 
 @dataclass

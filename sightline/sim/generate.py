@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from sightline.config import dump_site_config
 from sightline.geometry import point_in_polygon, polygon_area
-from sightline.sim.footage import CameraJob, render_camera
+from sightline.sim.footage import BOX_FLOAT_COLUMNS, CameraJob, render_camera
 from sightline.sim.layout import SiteLayout, build_layout
 from sightline.sim.people import Person, make_people
 from sightline.sim.presets import Preset, get_preset
@@ -49,17 +49,6 @@ __all__ = ["SITE_START", "SimulationError", "simulate"]
 
 SITE_START = datetime(2026, 3, 2, 14, 0, 0, tzinfo=UTC)
 _TS = pl.Datetime("us", "UTC")
-_BOX_FLOAT_COLUMNS = (
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "visibility",
-    "foot_x",
-    "foot_y",
-    "world_x",
-    "world_y",
-)
 
 
 class SimulationError(RuntimeError):
@@ -136,7 +125,7 @@ def _boxes_table(results: list[dict[str, Any]], fps: float) -> pl.DataFrame:
                     "frame_index": b["frame_index"].astype(np.int32),
                     "ts": _us(b["frame_index"] / fps),
                     "person_id": b["person_id"].astype(np.int32),
-                    **{k: b[k].astype(np.float32) for k in _BOX_FLOAT_COLUMNS},
+                    **{k: b[k].astype(np.float32) for k in BOX_FLOAT_COLUMNS},
                 }
             )
         )
