@@ -52,6 +52,8 @@ __all__ = [
     "TopologyConfig",
     "TorchScriptDetectorConfig",
     "TorchScriptEmbedderConfig",
+    "TrackerConfig",
+    "TrackingConfig",
     "ZoneConfig",
     "dump_site_config",
     "load_site_config",
@@ -457,6 +459,129 @@ class ModelsConfig(_Strict):
     embedder: EmbedderConfig = Field(default_factory=BuiltinEmbedderConfig)
 
 
+# --------------------------------------------------------------------------- tracking
+
+
+class TrackerConfig(_Strict):
+    """ByteTrack-style association thresholds (one tracker per camera).
+
+    Each description says what raising the value does; lowering does the opposite.
+    """
+
+    high_score: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Detections at or above this score enter the first association and may "
+        "start tracks. Raising it starts fewer false tracks but leans more on the low stage.",
+    )
+    low_score: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Detections between this and high_score only extend existing tracks "
+        "(the second stage). Raising it ignores more doubtful boxes: fewer wrong extensions, "
+        "more tracks lost in occlusion. The detector's score_threshold must be at or below "
+        "it for the stage to see anything.",
+    )
+    new_track_score: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="An unmatched detection starts a track only at or above this score. "
+        "Raising it suppresses tracks on false detections and starts real ones later.",
+    )
+    match_iou: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Least IoU (after score fusion) between a predicted track and a "
+        "high-score detection to associate them. Raising it avoids swaps in crowds and "
+        "breaks tracks of fast or jittery people.",
+    )
+    low_match_iou: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Least IoU for the second stage (low-score detections). Raising it makes "
+        "occluded people lose their tracks sooner rather than steal a neighbour's box.",
+    )
+    unconfirmed_match_iou: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Least IoU for a one-frame-old track to be confirmed by its second "
+        "detection. Raising it drops more flicker and more slow starts.",
+    )
+    fuse_score: bool = Field(
+        True,
+        description="Multiply IoU by the detection score in the first stage, so a confident "
+        "box wins a tie.",
+    )
+    max_lost_s: float = Field(
+        3.0,
+        gt=0,
+        le=600,
+        description="How long a lost track waits to be found again before it ends. Raising "
+        "it bridges longer occlusions and risks handing the id to someone else.",
+    )
+    appearance_max_distance: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="With embeddings of every detection (appearance cue on): a pair whose "
+        "cosine distance ((1 - cos) / 2) is below this may match on appearance when the "
+        "boxes are near. Raising it re-associates more after occlusion and risks swaps.",
+    )
+    appearance_proximity_iou: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Appearance matching needs at least this IoU with the predicted box "
+        "(a spatial gate). Lowering it lets appearance bridge larger jumps.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TrackerConfig:
+        if not self.low_score <= self.high_score <= self.new_track_score:
+            raise ValueError(
+                "scores must satisfy low_score <= high_score <= new_track_score, got "
+                f"{self.low_score}, {self.high_score}, {self.new_track_score}"
+            )
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Per-camera tracking and how its tracklets are emitted."""
+
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    appearance: bool = Field(
+        False,
+        description="Embed every detection before tracking and use appearance in "
+        "association (bridges occlusions; costs one embedder call per detection instead of "
+        "a few per track).",
+    )
+    emit_every_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="A track still in view is emitted as a partial tracklet this often, with "
+        "a higher version each time; lower makes live searches see people sooner.",
+    )
+    min_track_frames: int = Field(
+        3,
+        ge=1,
+        description="Tracks with fewer observed frames are not emitted (flicker).",
+    )
+    embeddings_per_tracklet: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Best-quality crops embedded per tracklet; more is a better appearance "
+        "summary and more embedder load.",
+    )
+
+
 # --------------------------------------------------------------------------- storage, security
 
 
@@ -526,6 +651,7 @@ class SiteConfig(_Strict):
     zones: list[ZoneConfig] = Field(default_factory=list)
     topology: TopologyConfig | None = None
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
