@@ -163,7 +163,9 @@ def test_kalman_follows_constant_velocity() -> None:
         mean, cov = kf.predict(mean, cov)
         mean, cov = kf.update(mean, cov, xyxy_to_xywh(box + np.array([5 * f, 0, 5 * f, 0])))
     mean, _ = kf.predict(mean, cov, 2.0)
-    np.testing.assert_allclose(xywh_to_xyxy(mean[:, :4])[0], box[0] + np.array([105, 0, 105, 0]), atol=1.0)
+    np.testing.assert_allclose(
+        xywh_to_xyxy(mean[:, :4])[0], box[0] + np.array([105, 0, 105, 0]), atol=1.0
+    )
 
 
 def test_assign_respects_the_gate() -> None:
