@@ -1,10 +1,14 @@
-"""CameraActor: one async Ray actor per camera, decode -> detect -> sink.
+"""CameraActor: one async Ray actor per camera, decode -> detect -> track -> embed -> sink.
 
-A thin Ray layer over :mod:`sightline.ingest`: a :class:`~sightline.ingest.FrameReader`
-decodes and samples the camera in a background thread; each frame goes to the detector
-deployment (at most ``max_in_flight`` requests outstanding); the answers go, in frame
-order, to a :class:`~sightline.ingest.DetectionSink`. A failing request is counted and
-its frame skipped; a failing source is the reader's business (reconnect with backoff).
+A thin Ray layer over :mod:`sightline.ingest` and :mod:`sightline.tracking`: a
+:class:`~sightline.ingest.FrameReader` decodes and samples the camera in a background
+thread; each frame goes to the detector deployment (at most ``max_in_flight`` requests
+outstanding); the answers go, in frame order, to a
+:class:`~sightline.ingest.DetectionSink`. With an embedder handle that sink is the
+:class:`~sightline.tracking.stage.TrackingStage` (tracker, tracklets, crops batched to
+the embedder deployment), writing tracklets and the raw detections as Parquet. A failing
+request is counted and its frame skipped; a failing source is the reader's business
+(reconnect with backoff).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import Any
 import ray
 from ray.serve.handle import DeploymentHandle
 
-from sightline.config import CameraConfig
+from sightline.config import CameraConfig, TrackingConfig
 from sightline.ingest import DetectionSink, Frame, FrameReader, ParquetDetectionSink
 from sightline.ingest.reader import Mode, ReaderSettings
 from sightline.models.core import Detections
+from sightline.tracking.sink import ParquetTrackletSink
+from sightline.tracking.stage import TrackingStage
 
 __all__ = ["CameraActor"]
 
@@ -32,11 +38,13 @@ class CameraActor:
 
     ``mode`` defaults to ``live`` for streams and ``forensic`` for files. Detections go to
     ``sink`` or, by default, to Parquet parts under ``out_dir`` written every
-    ``flush_every`` frames. ``reader_options`` overrides :class:`ReaderSettings` fields
+    ``flush_every`` frames. With an ``embedder`` handle (and no ``sink``) the camera also
+    tracks: tracklets go to ``<out_dir>/tracklets`` (``tracking`` configures the tracker
+    and emission). ``reader_options`` overrides :class:`ReaderSettings` fields
     (``queue_size``, ``max_reconnects``, ``timeout_s``, ...).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only options of one actor, each with a default)
         self,
         camera: CameraConfig,
         detector: DeploymentHandle,
@@ -47,6 +55,8 @@ class CameraActor:
         max_in_flight: int = 4,
         flush_every: int = 100,
         reader_options: dict[str, Any] | None = None,
+        embedder: DeploymentHandle | None = None,
+        tracking: TrackingConfig | None = None,
     ) -> None:
         if sink is None and out_dir is None:
             raise ValueError("CameraActor needs a sink or an out_dir for the default sink")
@@ -56,7 +66,18 @@ class CameraActor:
         settings = ReaderSettings.from_camera(camera, mode, **(reader_options or {}))
         self._reader = FrameReader(camera.source, settings)
         self._detector = detector
-        self._sink = sink or ParquetDetectionSink(str(out_dir), camera.id, flush_every)
+        self._tracking: TrackingStage | None = None
+        if sink is None:
+            sink = ParquetDetectionSink(str(out_dir), camera.id, flush_every)
+            if embedder is not None:
+                sink = self._tracking = TrackingStage(
+                    camera,
+                    embedder.embed.remote,
+                    ParquetTrackletSink(str(out_dir), camera.id),
+                    config=tracking,
+                    detections=sink,
+                )
+        self._sink = sink
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[int, tuple[Frame, Detections | None]] = {}
@@ -106,6 +127,7 @@ class CameraActor:
             "camera_id": self.camera_id,
             **self._reader.health().to_dict(),
             **self._stats,
+            **(self._tracking.stats if self._tracking else {}),
             "last_detector_error": self._last_detector_error,
             "last_sink_error": self._last_sink_error,
         }

@@ -5,8 +5,9 @@ the site's ``models`` section), starts a CameraActor for every enabled camera, w
 recorded files are processed (or ``stop`` is called for live streams), and returns a
 summary: per-camera health, rows written and the detector's batch statistics.
 Per-frame detections land in ``<out_dir>/detections/camera_id=<id>/part-*.parquet``
-(readable with ``pl.scan_parquet(f"{out_dir}/detections/**/*.parquet")``). Later stages
-(tracking, fusion) plug in as the camera actor's sink.
+(readable with ``pl.scan_parquet(f"{out_dir}/detections/**/*.parquet")``), tracklets in
+``<out_dir>/tracklets/camera_id=<id>/`` with thumbnails under ``<out_dir>/thumbnails/``
+(see :mod:`sightline.tracking.sink`).
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def _progress_line(healths: list[dict[str, Any]]) -> str:
 
 
 def start_cameras(
-    site: SiteConfig, handles: ModelHandles, out_dir: Path, app_prefix: str
+    site: SiteConfig, handles: ModelHandles, out_dir: Path, app_prefix: str, *, track: bool = True
 ) -> dict[str, Any]:
-    """One CameraActor per enabled camera of ``site``, sending frames to the detector."""
+    """One CameraActor per enabled camera of ``site``: detect and (with ``track``) track."""
     actors = {}
     for camera in site.cameras:
         if not camera.enabled:
@@ -71,6 +72,8 @@ def start_cameras(
             out_dir=str(out_dir),
             mode=camera.mode,
             max_in_flight=camera.max_in_flight,
+            embedder=handles.embedder if track else None,
+            tracking=site.tracking,
         )
     return actors
 
@@ -82,8 +85,12 @@ def run_pipeline(
     app_prefix: str = "sightline",
     poll_s: float = 2.0,
     log: Callable[[str], None] = _log,
+    track: bool = True,
 ) -> dict[str, Any]:
-    """Run every enabled camera of ``site`` to the end of its recording; returns a summary."""
+    """Run every enabled camera of ``site`` to the end of its recording; returns a summary.
+
+    ``track=False`` stops after detection (no tracker, no embedder calls).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     connect_ray()
@@ -94,7 +101,7 @@ def run_pipeline(
     )
     handles = deploy_models(site.models, app_prefix)
     handles.detector.stats.remote().result()  # replicas are up before the clock starts
-    actors = start_cameras(site, handles, out_dir, app_prefix)
+    actors = start_cameras(site, handles, out_dir, app_prefix, track=track)
     try:
         pending = {actor.run.remote(): cam for cam, actor in actors.items()}
         final: dict[str, dict[str, Any]] = {}
@@ -106,6 +113,7 @@ def run_pipeline(
                 live = ray.get([actors[c].health.remote() for c in pending.values()])
                 log(_progress_line(list(final.values()) + live))
         stats = handles.detector.stats.remote().result()
+        embed_stats = handles.embedder.stats.remote().result() if track else None
     finally:
         for actor in actors.values():
             ray.kill(actor)
@@ -117,7 +125,9 @@ def run_pipeline(
         "frames": frames,
         "seconds": round(elapsed, 2),
         "frames_per_s": round(frames / elapsed, 1) if elapsed > 0 else None,
+        "tracklets": sum(h.get("tracklets_emitted", 0) for h in final.values()),
         "detector_batches": stats,
+        "embedder_batches": embed_stats,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -72,3 +73,26 @@ def test_replicas_batch_across_cameras_on_fractional_gpus(pipeline_run):
     assert stats["max_batch_size_seen"] > 1
     assert stats["assigned_resources"].get("GPU") == pytest.approx(0.25)
     assert stats["device"] == "cpu"  # the fake GPU has no CUDA: torch falls back
+
+
+def test_cameras_emit_tracklets_with_world_points_and_embeddings(pipeline_run, tiny_site: Path):
+    from sightline.tracking.sink import latest_versions, read_tracklets
+
+    summary, _, site = pipeline_run
+    out = Path(summary["out_dir"])
+    tracklets = read_tracklets(out)
+    assert summary["tracklets"] == tracklets.height > 0
+    latest = latest_versions(tracklets)
+    assert latest["final"].all()  # the recordings ended, so every track did
+    assert set(latest["camera_id"]) == {c.id for c in site.cameras}
+    assert (latest["embeddings"].list.len() >= 1).all()
+    assert latest["embedding_mean"].list.len().unique().to_list() == [128]
+    assert all((out / p).is_file() for p in latest["thumbnail"])
+    for cam in summary["cameras"]:
+        assert cam["embed_errors"] == 0 and cam["sink_errors"] == 0
+    assert summary["embedder_batches"]["assigned_resources"].get("GPU") == pytest.approx(0.25)
+    # nearly every ground point lies on the site (a margin for boxes cut by the frame)
+    xy = latest.select(pl.col("foot_world").explode().list.to_array(2)).to_series().to_numpy()
+    (x0, y0), (x1, y1) = np.min(site.outline, axis=0), np.max(site.outline, axis=0)
+    on_site = (xy[:, 0] > x0 - 2) & (xy[:, 0] < x1 + 2) & (xy[:, 1] > y0 - 2) & (xy[:, 1] < y1 + 2)
+    assert on_site.mean() > 0.95

@@ -18,7 +18,13 @@ import polars as pl
 from sightline.ingest.reader import Frame
 from sightline.models.core import Detections
 
-__all__ = ["DETECTION_SCHEMA", "DetectionSink", "ParquetDetectionSink", "detections_frame"]
+__all__ = [
+    "DETECTION_SCHEMA",
+    "DetectionSink",
+    "ParquetDetectionSink",
+    "PartFolder",
+    "detections_frame",
+]
 
 DETECTION_SCHEMA: dict[str, pl.DataType] = {
     "camera_id": pl.String(),
@@ -62,12 +68,36 @@ def detections_frame(camera_id: str, frame: Frame, detections: Detections) -> pl
     )
 
 
+class PartFolder:
+    """A folder of numbered Parquet parts, ``part-<n>.parquet``, written atomically.
+
+    Numbering goes on after the parts already there, so a restarted writer never
+    overwrites; each part is written to a temporary name and renamed, so readers never
+    see half a file.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._next_part = _next_part_number(self.folder)
+        self.parts: list[Path] = []
+
+    def write(self, rows: pl.DataFrame) -> Path:
+        """Write ``rows`` as the next part; returns its path."""
+        path = self.folder / f"part-{self._next_part:06d}.parquet"
+        tmp = path.with_suffix(".parquet.tmp")
+        rows.write_parquet(tmp)
+        os.replace(tmp, path)
+        self._next_part += 1
+        self.parts.append(path)
+        return path
+
+
 class ParquetDetectionSink:
     """Append detection rows under ``<out_dir>/detections/camera_id=<id>/part-<n>.parquet``.
 
-    A part is written every ``flush_every`` frames and on :meth:`close`; numbering goes on
-    after the parts already in the folder, so a restarted camera never overwrites. Each
-    part is written to a temporary name and renamed, so readers never see half a file.
+    A part is written every ``flush_every`` frames and on :meth:`close` (see
+    :class:`PartFolder` for numbering and atomic writes).
     """
 
     def __init__(self, out_dir: str | Path, camera_id: str, flush_every: int = 100) -> None:
@@ -75,13 +105,12 @@ class ParquetDetectionSink:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         self.camera_id = camera_id
         self.flush_every = flush_every
-        self.folder = Path(out_dir) / "detections" / f"camera_id={camera_id}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._next_part = _next_part_number(self.folder)
+        self._parts = PartFolder(Path(out_dir) / "detections" / f"camera_id={camera_id}")
+        self.folder = self._parts.folder
+        self.parts = self._parts.parts
         self._rows: list[pl.DataFrame] = []
         self._frames = 0
         self.rows_written = 0
-        self.parts: list[Path] = []
 
     def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
         """Buffer one frame's rows; flush every ``flush_every`` frames."""
@@ -98,13 +127,8 @@ class ParquetDetectionSink:
             return None
         rows = pl.concat(self._rows)
         self._rows = []
-        path = self.folder / f"part-{self._next_part:06d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        rows.write_parquet(tmp)
-        os.replace(tmp, path)
-        self._next_part += 1
+        path = self._parts.write(rows)
         self.rows_written += rows.height
-        self.parts.append(path)
         return path
 
     def close(self) -> None:

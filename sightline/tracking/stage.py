@@ -1,0 +1,122 @@
+"""The tracking stage of a camera: detections -> tracker -> tracklets -> embedder -> sink.
+
+:class:`TrackingStage` is what the camera actor hands each detected frame to (it is a
+:class:`~sightline.ingest.DetectionSink`, async). It stays Ray-free: the embedder is an
+injected async callable (the actor passes the Serve deployment's ``embed``), so the
+stage runs the same in a test with a local model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from sightline.config import CameraConfig, TrackingConfig
+from sightline.ingest.reader import Frame
+from sightline.ingest.sink import DetectionSink
+from sightline.models.core import Detections
+from sightline.tracking.core import ByteTracker, IdCounter
+from sightline.tracking.sink import TrackletSink
+from sightline.tracking.tracklets import (
+    TrackletBuilder,
+    TrackletDraft,
+    crop_box,
+    crops_to_embed,
+)
+
+__all__ = ["EmbedFn", "TrackingStage"]
+
+EmbedFn = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
+_MAX_RETRY_DRAFTS = 1000  # drafts kept for a retry while the embedder is down
+
+
+class TrackingStage:
+    """Track one camera and emit its tracklets (see the module docstring).
+
+    ``detections`` optionally receives every frame's raw detections too. ``run_id``
+    makes tracklet ids unique across restarts (default: the start time in ms).
+    """
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        embed: EmbedFn,
+        tracklets: TrackletSink,
+        *,
+        config: TrackingConfig | None = None,
+        detections: DetectionSink | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.camera_id = camera.id
+        self.config = config or TrackingConfig()
+        self._embed = embed
+        self._sink = tracklets
+        self._detections = detections
+        self._tracker = ByteTracker(self.config.tracker, fps=camera.fps, ids=IdCounter())
+        run_id = run_id or str(int(time.time() * 1000))
+        self._builder = TrackletBuilder(camera, self.config, run_id=run_id)
+        self._retry: list[TrackletDraft] = []
+        self._last_ts = 0.0
+        self.stats: dict[str, Any] = {
+            "tracks_active": 0,
+            "tracklets_emitted": 0,
+            "crops_embedded": 0,
+            "embed_errors": 0,
+            "last_embed_error": None,
+        }
+
+    async def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
+        """Track one frame (frames arrive in order, once each)."""
+        if self._detections is not None:
+            self._detections.write(camera_id, frame, detections)
+        ts = frame.ts.timestamp()
+        self._last_ts = ts
+        embeddings = None
+        if self.config.appearance and len(detections):
+            crops = [crop_box(frame.image, box) for box in detections.xyxy]
+            embeddings = await self._embed_or_none(crops)
+        step = self._tracker.update(detections, ts, embeddings)
+        self._builder.observe(ts, frame.image, step, detections.xyxy)
+        self.stats["tracks_active"] = len(self._tracker.active_ids)
+        await self._emit(self._builder.collect(ts, step.ended))
+
+    async def close(self) -> None:
+        """End every track, emit the final versions and close the sinks."""
+        self._tracker.finish()
+        await self._emit(self._builder.collect(self._last_ts, [], final=True))
+        self.stats["tracks_active"] = 0
+        if self._detections is not None:
+            self._detections.close()
+        self._sink.close()
+
+    async def _embed_or_none(self, crops: list[np.ndarray]) -> np.ndarray | None:
+        try:
+            vectors = np.asarray(await self._embed(crops))
+        except Exception as exc:  # the embedder being down must not stop tracking
+            self.stats["embed_errors"] += 1
+            self.stats["last_embed_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            return None
+        self.stats["crops_embedded"] += len(crops)
+        return vectors
+
+    async def _emit(self, drafts: list[TrackletDraft]) -> None:
+        # a retried draft is superseded by a newer version of the same tracklet
+        latest = {d.tracklet_id: d for d in self._retry + drafts}
+        drafts = list(latest.values())
+        if not drafts:
+            return
+        crops = crops_to_embed(drafts)
+        if crops:
+            vectors = await self._embed_or_none([c.pixels for c in crops])
+            if vectors is None:
+                self._retry = drafts[-_MAX_RETRY_DRAFTS:]  # try again at the next emission
+                return
+            for crop, vector in zip(crops, vectors, strict=True):
+                crop.embedding = np.asarray(vector, dtype=np.float32)
+        self._retry = []
+        tracklets = [d.complete() for d in drafts]
+        self._sink.write(tracklets)
+        self.stats["tracklets_emitted"] += len(tracklets)
