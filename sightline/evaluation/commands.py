@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tqdm import tqdm
 
 from sightline.config import BuiltinDetectorConfig
 from sightline.evaluation import EvaluationError
@@ -15,12 +16,12 @@ from sightline.evaluation.detection import average_precision_50
 from sightline.evaluation.reid import cross_camera_metrics
 from sightline.models.builtin_detector import DEFAULT_DETECTOR_WEIGHTS, BuiltinDetector
 from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS, BuiltinEmbedder
-from sightline.models.core import Detections
+from sightline.models.core import Detections, DetectorBackend
 from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
 from sightline.training.data import load_reid_crops, read_frames
 from sightline.training.sites import ensure_site
 
-__all__ = ["EvaluationError", "run_eval_detector", "run_eval_reid"]
+__all__ = ["EvaluationError", "detect_video", "run_eval_detector", "run_eval_reid"]
 
 _EVAL_SCORE_THRESHOLD = 0.05  # AP integrates over scores: keep low-scoring boxes
 
@@ -36,6 +37,34 @@ def _check_held_out(seed: int, meta: dict[str, Any]) -> None:
         )
 
 
+def detect_video(
+    video: Path, detector: DetectorBackend, batch: int = 16, progress: tqdm | None = None
+) -> tuple[list[int], list[Detections], tuple[int, int]]:
+    """Run ``detector`` over every frame of ``video`` in batches of ``batch`` frames.
+
+    Returns the frame indices, one :class:`Detections` per frame and the frame size
+    ``(height, width)``; ``progress`` (a tqdm bar), when given, advances per frame.
+    """
+    dets: list[Detections] = []
+    indices: list[int] = []
+    chunk: list[np.ndarray] = []
+    size = (0, 0)
+    for index, frame in read_frames(video):
+        chunk.append(frame)
+        indices.append(index)
+        size = frame.shape[:2]
+        if len(chunk) == batch:
+            dets.extend(detector.detect(np.stack(chunk)))
+            if progress is not None:
+                progress.update(len(chunk))
+            chunk = []
+    if chunk:
+        dets.extend(detector.detect(np.stack(chunk)))
+        if progress is not None:
+            progress.update(len(chunk))
+    return indices, dets, size
+
+
 def _detections_and_truth(
     site: Path, detector: BuiltinDetector, batch: int = 16
 ) -> tuple[list[Detections], list[np.ndarray], list[np.ndarray]]:
@@ -47,17 +76,8 @@ def _detections_and_truth(
         by_frame = gt.filter(pl.col("camera_id") == video.stem).partition_by(
             "frame_index", as_dict=True
         )
-        chunk: list[np.ndarray] = []
-        indices: list[int] = []
-        for index, frame in read_frames(video):
-            chunk.append(frame)
-            indices.append(index)
-            if len(chunk) == batch:
-                dets.extend(detector.detect(np.stack(chunk)))
-                chunk = []
-        if chunk:
-            dets.extend(detector.detect(np.stack(chunk)))
-        h, w = frame.shape[:2]
+        indices, video_dets, (h, w) = detect_video(video, detector, batch)
+        dets.extend(video_dets)
         for index in indices:
             rows = by_frame.get((index,))
             if rows is None:

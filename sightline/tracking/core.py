@@ -154,8 +154,7 @@ class ByteTracker:
             cfg.fuse_score,
             matches,
         )
-        for det, (track, _) in matches.items():
-            self._correct(track, detections.xyxy[det], float(scores[det]), ts, embeddings, det)
+        self._correct(matches, detections, ts, embeddings)
         self._tracks = [t for t in self._tracks if t not in dead]
         self._start_tracks(detections, left_high, ts, embeddings, confirmed=first_frame)
         ended = self._end_lost(ts)
@@ -225,24 +224,32 @@ class ByteTracker:
 
     def _correct(
         self,
-        track: _Track,
-        box: np.ndarray,
-        score: float,
+        matches: dict[int, tuple[_Track, int]],
+        detections: Detections,
         ts: float,
         embeddings: np.ndarray | None,
-        det: int,
     ) -> None:
-        mean, cov = self._kalman.update(track.mean[None], track.cov[None], xyxy_to_xywh(box[None]))
-        track.mean, track.cov = mean[0], cov[0]
-        track.score, track.last_seen = score, ts
-        if track.state is _State.TENTATIVE:
-            track.track_id = self._ids()
-        track.state = _State.TRACKED
-        if embeddings is not None:
-            new = embeddings[det]
-            if track.embedding is not None:
-                new = _EMBEDDING_MOMENTUM * track.embedding + (1 - _EMBEDDING_MOMENTUM) * new
-            track.embedding = l2_normalise(new[None])[0]
+        """One batched Kalman update for every matched track, then their bookkeeping."""
+        if not matches:
+            return
+        dets = list(matches)
+        tracks = [matches[d][0] for d in dets]
+        mean, cov = self._kalman.update(
+            np.stack([t.mean for t in tracks]),
+            np.stack([t.cov for t in tracks]),
+            xyxy_to_xywh(detections.xyxy[dets]),
+        )
+        for i, (det, track) in enumerate(zip(dets, tracks, strict=True)):
+            track.mean, track.cov = mean[i], cov[i]
+            track.score, track.last_seen = float(detections.scores[det]), ts
+            if track.state is _State.TENTATIVE:
+                track.track_id = self._ids()
+            track.state = _State.TRACKED
+            if embeddings is not None:
+                new = embeddings[det]
+                if track.embedding is not None:
+                    new = _EMBEDDING_MOMENTUM * track.embedding + (1 - _EMBEDDING_MOMENTUM) * new
+                track.embedding = l2_normalise(new[None])[0]
 
     def _start_tracks(
         self,
