@@ -7,6 +7,7 @@ stderr. Errors print one line naming the problem and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -80,6 +81,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for cam in failed:
         print(f"sightline: camera {cam['camera_id']} failed: {cam['last_error']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from sightline.track_video import TrackVideoError, track_video
+
+    try:
+        summary = track_video(args.video, args.out, calibration=args.calibration, fps=args.fps)
+    except TrackVideoError as exc:
+        print(f"sightline: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    camera = summary["camera"]
+    if camera["state"] == "failed":
+        print(
+            f"sightline: {args.video} could not be read to its end: {camera['last_error']}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the ingestion pipeline of a site config on Ray")
+    run.add_argument("--config", type=Path, required=True, help="site config (site.yaml)")
+    run.add_argument("--out", type=Path, required=True, help="output folder for detections")
+    run.add_argument(
+        "--gt", type=Path, default=None, help="ground-truth boxes.parquet to score against"
+    )
+    run.set_defaults(func=_cmd_run)
+
+    track = sub.add_parser(
+        "track", help="detect and track people in any video file; tracks and a preview out"
+    )
+    track.add_argument("video", type=Path, help="video file (anything FFmpeg decodes)")
+    track.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="YAML list of {image: [x, y], ground: [x, y]} points (video pixels <-> metres); "
+        "without it world coordinates and heights are null",
+    )
+    track.add_argument(
+        "--fps", type=float, default=None, help="analysis frame rate (default: the video's)"
+    )
+    track.add_argument("--out", type=Path, required=True, help="output folder")
+    track.set_defaults(func=_cmd_track)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -157,11 +204,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_eval_extra() -> None:
+    missing = [name for name in ("trackeval", "trackers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EvaluationError(
+            f"{' and '.join(missing)} not installed; tracking evaluation and benchmarks need "
+            "them: pip install 'sightline[eval]'"
+        )
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sightline.evaluation.commands import run_eval_detector, run_eval_reid
 
+    if args.model == "tracking":
+        return _cmd_eval_tracking(args)
+    if args.det is not None or args.gt is not None or args.fps is not None:
+        raise EvaluationError("--det, --gt and --fps only apply to `sightline eval tracking`")
     run = run_eval_detector if args.model == "detector" else run_eval_reid
     print(json.dumps(run(args.preset, args.seed, args.data, weights=args.weights), indent=2))
+    return 0
+
+
+def _cmd_eval_tracking(args: argparse.Namespace) -> int:
+    _require_eval_extra()
+    from sightline.config import TrackingConfig
+    from sightline.evaluation.tracking import run_eval_tracking
+
+    result = run_eval_tracking(
+        args.preset,
+        args.seed,
+        args.data,
+        det_file=args.det,
+        gt_file=args.gt,
+        fps=args.fps,
+        detector_weights=args.weights,
+        tracking=TrackingConfig(appearance=not args.no_appearance),
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_bench_tracking(args: argparse.Namespace) -> int:
+    _require_eval_extra()
+    from sightline.tracking.bench import bench_tracking
+
+    print(json.dumps(bench_tracking(objects=args.objects, frames=args.frames), indent=2))
     return 0
 
 
@@ -174,12 +261,32 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--iterations", type=int, default=None)
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="score a built-in model on a held-out synthetic site")
-    ev.add_argument("model", choices=["detector", "reid"])
+    ev = sub.add_parser(
+        "eval", help="score a built-in model or the tracker on a held-out synthetic site"
+    )
+    ev.add_argument("model", choices=["detector", "reid", "tracking"])
     ev.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ev.add_argument("--seed", type=int, default=21)
     ev.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
-    ev.add_argument("--weights", type=Path, default=None, help="default: the built-in weights")
+    ev.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="default: the built-in weights (tracking: the detector's)",
+    )
+    ev.add_argument("--det", type=Path, default=None, help="tracking: MOTChallenge det.txt")
+    ev.add_argument("--gt", type=Path, default=None, help="tracking: MOTChallenge gt.txt")
+    ev.add_argument(
+        "--no-appearance",
+        action="store_true",
+        help="tracking: IoU-only association (no re-ID embeddings of detections)",
+    )
+    ev.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="tracking with --det: frame rate (default: seqinfo.ini, else 30)",
+    )
     ev.set_defaults(func=_cmd_eval)
 
 
@@ -230,15 +337,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bdec.add_argument("--threads", type=int, default=2)
     bdec.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     bdec.set_defaults(func=_cmd_bench_decode)
+    btrack = bench_sub.add_parser("tracking", help="tracker updates/s: ours vs. peer ByteTrack")
+    btrack.add_argument("--objects", type=int, nargs="+", default=[20, 100])
+    btrack.add_argument("--frames", type=int, default=300)
+    btrack.set_defaults(func=_cmd_bench_tracking)
     _add_model_commands(sub)
-
-    run = sub.add_parser("run", help="run the ingestion pipeline of a site config on Ray")
-    run.add_argument("--config", type=Path, required=True, help="site config (site.yaml)")
-    run.add_argument("--out", type=Path, required=True, help="output folder for detections")
-    run.add_argument(
-        "--gt", type=Path, default=None, help="ground-truth boxes.parquet to score against"
-    )
-    run.set_defaults(func=_cmd_run)
+    _add_pipeline_commands(sub)
     return parser
 
 

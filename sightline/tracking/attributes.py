@@ -242,6 +242,8 @@ def upper_lower_colours(
     others: np.ndarray | None = None,
     background: np.ndarray | None = None,
     prior: LightingPrior | None = None,
+    *,
+    border_margin_px: float = 1.0,
 ) -> tuple[ColourGuess, ColourGuess]:
     """Colours of the upper (torso) and lower (legs) clothing of the person in ``box``.
 
@@ -249,12 +251,19 @@ def upper_lower_colours(
     frame's other person boxes as ``others`` to skip pixels of people in front, and a
     ``background`` image to skip the ground showing between the legs (see
     :func:`region_pixels`). A region with fewer than 4 usable pixels gives
-    :meth:`ColourGuess.unknown`.
+    :meth:`ColourGuess.unknown`, and so does a region whose place is lost: a box whose
+    top (bottom) edge lies on the frame's top (bottom) border, within
+    ``border_margin_px``, is taken as cut there by the detector, so its fractions no
+    longer say where the torso (legs) are. (An amodal box reaching beyond the border
+    keeps its regions.)
     """
+    b = np.asarray(box, dtype=np.float64).reshape(4)
+    cut_top = abs(b[1]) <= border_margin_px
+    cut_bottom = abs(b[3] - frame.shape[0]) <= border_margin_px
     guesses = []
-    for region in (UPPER_REGION, LOWER_REGION):
-        pixels, support = region_pixels(frame, box, region, others, background)
-        if len(pixels) < 4:
+    for region, cut in ((UPPER_REGION, cut_top), (LOWER_REGION, cut_bottom)):
+        pixels, support = region_pixels(frame, b, region, others, background)
+        if cut or len(pixels) < 4:
             guesses.append(ColourGuess.unknown())
             continue
         guesses.append(classify_colour(np.median(pixels, axis=0), support, prior))

@@ -72,7 +72,7 @@ def _nearest_rotation(m: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroundCamera:
     """A pinhole camera in site coordinates: world metres, z up from the ground plane.
 
