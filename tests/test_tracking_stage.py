@@ -67,7 +67,7 @@ def tracked(tiny_site: Path, tmp_path_factory: pytest.TempPathFactory):
     camera = site.camera(CAMERA)
     out = tmp_path_factory.mktemp("tracklets")
     embedder = ColourEmbedder(fail=1)
-    config = TrackingConfig(emit_every_s=2.0, embeddings_per_tracklet=4)
+    config = TrackingConfig(emit_every_s=2.0, embeddings_per_tracklet=4, appearance=False)
     stage = TrackingStage(
         camera, embedder, ParquetTrackletSink(out, CAMERA), config=config, run_id="r1"
     )
@@ -132,3 +132,17 @@ def test_thumbnails_and_attributes_are_written(tracked):
         (latest["upper_colour_confidence"] >= 0) & (latest["upper_colour_confidence"] <= 1)
     ).all()
     assert latest["height_m"].drop_nans().is_between(0.8, 2.2).all()
+
+
+def test_with_appearance_every_detection_is_embedded_once(tiny_site: Path, tmp_path: Path):
+    site = load_site_config(tiny_site / "site.yaml")
+    camera = site.camera(CAMERA)
+    embedder = ColourEmbedder()
+    sink = ParquetTrackletSink(tmp_path, CAMERA)
+    stage = TrackingStage(camera, embedder, sink, config=TrackingConfig(appearance=True))
+    gt = _feed(tiny_site, camera, stage)
+    detections = gt.filter(pl.col("visibility") >= 0.3).height
+    # one call per frame with people; the tracklets reuse those vectors
+    assert embedder.crops == detections
+    latest = latest_versions(read_tracklets(tmp_path))
+    assert latest.height > 0 and (latest["embeddings"].list.len() >= 1).all()

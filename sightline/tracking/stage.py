@@ -79,7 +79,7 @@ class TrackingStage:
             crops = [crop_box(frame.image, box) for box in detections.xyxy]
             embeddings = await self._embed_or_none(crops)
         step = self._tracker.update(detections, ts, embeddings)
-        self._builder.observe(ts, frame.image, step, detections.xyxy)
+        self._builder.observe(ts, frame.image, step, detections.xyxy, embeddings)
         self.stats["tracks_active"] = len(self._tracker.active_ids)
         await self._emit(self._builder.collect(ts, step.ended))
 

@@ -212,8 +212,19 @@ class TrackletBuilder:
             self._camera = None  # heights unknown; everything else still works
         self._tracks: dict[int, _TrackRecord] = {}
 
-    def observe(self, ts: float, image: np.ndarray, step: TrackerStep, boxes: np.ndarray) -> None:
-        """Record one frame's tracked people; ``boxes`` are all detections (for occlusion)."""
+    def observe(
+        self,
+        ts: float,
+        image: np.ndarray,
+        step: TrackerStep,
+        boxes: np.ndarray,
+        embeddings: np.ndarray | None = None,
+    ) -> None:
+        """Record one frame's tracked people; ``boxes`` are all detections (for occlusion).
+
+        ``embeddings`` (a row per detection, when the tracker used appearance) are kept
+        with the crops, so those crops need no second trip to the embedder.
+        """
         if len(step) == 0:
             return
         camera = self._camera
@@ -232,6 +243,8 @@ class TrackletBuilder:
             if heights is not None and np.isfinite(heights[i]):
                 rec.heights.append(float(heights[i]))
             crop = Crop(quality, ts, crop_box(image, box))
+            if embeddings is not None:
+                crop.embedding = np.asarray(embeddings[step.detection_index[i]], np.float32)
             rec.keep_crop(crop, self.config.embeddings_per_tracklet)
             if rec.thumbnail is None or quality > rec.thumbnail.quality:
                 rec.thumbnail = crop
