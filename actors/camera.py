@@ -152,19 +152,23 @@ class CameraActor:
             self._last_detector_error = _short_error(exc)
         finally:
             self._stats["detector_in_flight"] -= 1
-            self._slots.release()
         self._pending[frame.index] = (frame, detections)
         await self._emit_in_order()
 
     async def _emit_in_order(self) -> None:
-        # Answers come back out of order; the sink (a tracker later) needs frame order,
+        # Answers come back out of order; the sink (the tracker) needs frame order,
         # and the lock keeps it even when an async sink yields mid-write.
         async with self._emit_lock:
             while self._next_index in self._pending:
                 frame, detections = self._pending.pop(self._next_index)
                 self._next_index += 1
-                if detections is not None:
-                    await self._write(frame, detections)
+                try:
+                    if detections is not None:
+                        await self._write(frame, detections)
+                finally:
+                    # The slot is freed only once the frame has left the actor, so frames
+                    # waiting for a slow sink (the tracker, the embedder) stay bounded.
+                    self._slots.release()
 
     async def _write(self, frame: Frame, detections: Detections) -> None:
         self._stats["frames_detected"] += 1

@@ -52,30 +52,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     from sightline.pipeline_report import format_pipeline_report
 
-    print("\nRunning the pipeline on a local Ray (camera actors -> Serve detector) ...")
+    print(
+        "\nRunning the pipeline on a local Ray "
+        "(camera actors -> Serve detector -> tracker -> Serve embedder) ..."
+    )
     print(format_pipeline_report(*_run_pipeline(site, out / "run", out / "gt" / "boxes.parquet")))
     return 0
 
 
 def _run_pipeline(
     site: SiteConfig, out: Path, gt_boxes: Path | None
-) -> tuple[dict[str, Any], pl.DataFrame | None]:
+) -> tuple[dict[str, Any], pl.DataFrame | None, pl.DataFrame, dict[str, Any] | None]:
+    """Run the site; with ground truth, also score its detections and tracklets."""
     from actors.pipeline import read_detections, run_pipeline
     from sightline.evaluation.matching import precision_recall_by_camera
+    from sightline.evaluation.tracklets import score_tracklets
+    from sightline.tracking.sink import latest_versions, read_tracklets
 
     summary = run_pipeline(site, out)
-    scores = None
+    tracklets = latest_versions(read_tracklets(out))
+    scores = tracklet_scores = None
     if gt_boxes is not None and gt_boxes.is_file():
-        detections = read_detections(out)
-        scores = precision_recall_by_camera(detections, pl.read_parquet(gt_boxes))
-    return summary, scores
+        truth = pl.read_parquet(gt_boxes)
+        scores = precision_recall_by_camera(read_detections(out), truth)
+        people = gt_boxes.parent / "people.parquet"
+        if people.is_file() and tracklets.height:
+            tracklet_scores = score_tracklets(
+                tracklets, truth, pl.read_parquet(people), site.cameras
+            )
+    return summary, scores, tracklets, tracklet_scores
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     site = load_site_config(args.config)
-    summary, scores = _run_pipeline(site, args.out, args.gt)
+    summary, scores, _, tracklet_scores = _run_pipeline(site, args.out, args.gt)
     if scores is not None:
         summary["accuracy_vs_ground_truth"] = scores.to_dicts()
+    if tracklet_scores is not None:
+        summary["tracklets_vs_ground_truth"] = tracklet_scores
     print(json.dumps(summary, indent=2, default=str))
     failed = [c for c in summary["cameras"] if c.get("state") == "failed"]
     for cam in failed:

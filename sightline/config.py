@@ -388,11 +388,12 @@ class BuiltinDetectorConfig(_Strict):
         None, description="Weights file; default: the committed ones."
     )
     score_threshold: float = Field(
-        0.3,
+        0.1,
         ge=0,
         le=1,
-        description="Boxes scoring below are dropped; lower finds more people "
-        "and more false boxes.",
+        description="Boxes scoring below are dropped; lower finds more people and more false "
+        "boxes. The default keeps the weak boxes the tracker's low-score stage needs "
+        "(tracking.tracker.low_score); only confident ones start tracks.",
     )
     serving: ServingConfig = Field(default_factory=ServingConfig)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polars as pl
@@ -9,8 +10,14 @@ import polars as pl
 __all__ = ["format_pipeline_report"]
 
 
-def format_pipeline_report(summary: dict[str, Any], scores: pl.DataFrame | None) -> str:
-    """Per-camera frames, detections and health, the detector's batching, and accuracy."""
+def format_pipeline_report(
+    summary: dict[str, Any],
+    scores: pl.DataFrame | None,
+    tracklets: pl.DataFrame | None = None,
+    tracklet_scores: dict[str, Any] | None = None,
+) -> str:
+    """Per-camera frames, detections and health, the models' batching, accuracy, and the
+    people tracked (tracklets, latest versions) with their accuracy."""
     lines = [
         f"processed {summary['frames']} frames in {summary['seconds']} s "
         f"({summary['frames_per_s']} frames/s); detections in {summary['out_dir']}/detections",
@@ -24,15 +31,18 @@ def format_pipeline_report(summary: dict[str, Any], scores: pl.DataFrame | None)
             f"{cam['detections']:>7} {cam['drops']:>6} "
             f"{cam['decode_errors'] + cam['detector_errors']:>7} {cam['reconnects']:>7}"
         )
-    batches = summary.get("detector_batches") or {}
-    if batches:
-        lines += [
-            "",
-            f"detector replica {batches.get('replica_id', '?')} on "
-            f"{batches.get('device', '?')}: {batches.get('batches', 0)} batches, "
-            f"mean size {batches.get('mean_batch_size', 0):.1f}, "
-            f"largest {batches.get('max_batch_size_seen', 0)}",
-        ]
+    if tracklets is not None:
+        lines += _tracklet_lines(summary, tracklets, tracklet_scores)
+    lines.append("")
+    for name in ("detector", "embedder"):
+        batches = summary.get(f"{name}_batches") or {}
+        if batches:
+            lines.append(
+                f"{name} replica {batches.get('replica_id', '?')} on "
+                f"{batches.get('device', '?')}: {batches.get('batches', 0)} batches, "
+                f"mean size {batches.get('mean_batch_size', 0):.1f}, "
+                f"largest {batches.get('max_batch_size_seen', 0)}"
+            )
     if scores is not None and not scores.is_empty():
         lines += ["", "found vs ground truth (IoU >= 0.5, persons >= 50 % visible):"]
         for row in scores.iter_rows(named=True):
@@ -42,3 +52,32 @@ def format_pipeline_report(summary: dict[str, Any], scores: pl.DataFrame | None)
                 f"precision {row['precision']:.3f}"
             )
     return "\n".join(lines)
+
+
+def _tracklet_lines(
+    summary: dict[str, Any], tracklets: pl.DataFrame, scores: dict[str, Any] | None
+) -> list[str]:
+    lines = [
+        "",
+        f"people tracked: {tracklets.height} tracklets ({summary.get('tracklets', 0)} versions "
+        f"emitted) in {summary['out_dir']}/tracklets; the longest:",
+    ]
+    longest = tracklets.sort("n_frames", descending=True).head(5)
+    for row in longest.iter_rows(named=True):
+        height = row["height_m"]
+        lines.append(
+            f"  {row['tracklet_id']:<28} {row['t_start']:%H:%M:%S}-{row['t_end']:%H:%M:%S} "
+            f"{row['n_frames']:>4} frames  top {row['upper_colour']:<7} "
+            f"bottom {row['lower_colour']:<7} "
+            + (f"{height:.2f} m" if height is not None and math.isfinite(height) else "height ?")
+        )
+    if scores:
+        foot = scores["foot_median_error_m"]
+        height_err = scores["height_median_error_m"]
+        lines.append(
+            f"  vs ground truth: upper colour right {scores['upper_colour_accuracy']:.1%} of "
+            f"{scores['tracklets_longer_than_1s']} tracklets > 1 s; median height error "
+            f"{height_err if height_err is None else f'{100 * height_err:.1f} cm'}; "
+            f"median foot-point error {foot if foot is None else f'{foot:.2f} m'}"
+        )
+    return lines

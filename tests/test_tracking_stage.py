@@ -146,3 +146,31 @@ def test_with_appearance_every_detection_is_embedded_once(tiny_site: Path, tmp_p
     assert embedder.crops == detections
     latest = latest_versions(read_tracklets(tmp_path))
     assert latest.height > 0 and (latest["embeddings"].list.len() >= 1).all()
+
+
+def test_tracklet_scores_against_ground_truth(tracked, tiny_site: Path):
+    from sightline.evaluation.tracklets import score_tracklets
+
+    _, _, tracklets, _, _ = tracked
+    site = load_site_config(tiny_site / "site.yaml")
+    scores = score_tracklets(
+        latest_versions(tracklets),
+        pl.read_parquet(tiny_site / "gt" / "boxes.parquet"),
+        pl.read_parquet(tiny_site / "gt" / "people.parquet"),
+        site.cameras,
+    )
+    assert scores["tracklets_matched_to_a_person"] == scores["tracklets"]
+    assert scores["upper_colour_accuracy"] >= 0.8
+    assert scores["height_median_error_m"] < 0.1
+    assert scores["foot_median_error_m"] < 0.3
+    # a tracklet moved by a metre on the ground is a metre off
+    shifted = latest_versions(tracklets).with_columns(
+        pl.col("foot_world").list.eval(pl.element().list.eval(pl.element() + 0.7071))
+    )
+    moved = score_tracklets(
+        shifted,
+        pl.read_parquet(tiny_site / "gt" / "boxes.parquet"),
+        pl.read_parquet(tiny_site / "gt" / "people.parquet"),
+        site.cameras,
+    )
+    assert moved["foot_median_error_m"] > 0.6

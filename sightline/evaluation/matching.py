@@ -63,14 +63,21 @@ def match_frame(
 
 
 def precision_recall_by_camera(
-    detections: pl.DataFrame, gt_boxes: pl.DataFrame, min_visibility: float = 0.5
+    detections: pl.DataFrame,
+    gt_boxes: pl.DataFrame,
+    min_visibility: float = 0.5,
+    min_score: float = 0.3,
 ) -> pl.DataFrame:
     """Per camera: true/false positives, misses, precision and recall.
 
-    ``detections`` has camera_id, frame_ts, x1..y2; ``gt_boxes`` has camera_id, ts, x1..y2,
-    visibility. Ground-truth frames between a camera's first and last detection are
-    scored (a forensic run processes every frame; frames without detections have no rows).
+    ``detections`` has camera_id, frame_ts, x1..y2, score; ``gt_boxes`` has camera_id, ts,
+    x1..y2, visibility. Detections scoring below ``min_score`` are left out (the pipeline
+    keeps weak boxes for the tracker; precision is judged at a detector's operating
+    point). Ground-truth frames between a camera's first and last detection are scored
+    (a forensic run processes every frame; frames without detections have no rows).
     """
+    if "score" in detections.columns:
+        detections = detections.filter(pl.col("score") >= min_score)
     det_by = detections.partition_by("camera_id", "frame_ts", as_dict=True)
     spans = detections.group_by("camera_id").agg(
         pl.col("frame_ts").min().alias("first"), pl.col("frame_ts").max().alias("last")
@@ -99,4 +106,3 @@ def precision_recall_by_camera(
         )
         .sort("camera_id")
     )
-

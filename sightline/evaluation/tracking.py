@@ -563,17 +563,22 @@ def _site_cameras(site: Path, detector: Any, low_score: float) -> list[_Camera]:
     return cameras
 
 
-def _embed_detections(site: Path, cameras: list[_Camera]) -> None:
-    """Give every camera the built-in re-ID embedding of each detection (appearance cue)."""
+def _builtin_embedder() -> Any:
     from sightline.models.builtin_embedder import (
         DEFAULT_REID_WEIGHTS,
         BuiltinEmbedder,
         load_embedder_weights,
     )
-    from sightline.tracking.tracklets import crop_box
 
     net, _ = load_embedder_weights(DEFAULT_REID_WEIGHTS)
-    embedder = BuiltinEmbedder(net, prefer_gpu=False)
+    return BuiltinEmbedder(net, prefer_gpu=False)
+
+
+def _embed_detections(site: Path, cameras: list[_Camera]) -> None:
+    """Give every camera the built-in re-ID embedding of each detection (appearance cue)."""
+    from sightline.tracking.tracklets import crop_box
+
+    embedder = _builtin_embedder()
     total = sum(len(c.detections) for c in cameras)
     with tqdm(total=total, desc="embedding", unit="frame", file=sys.stderr) as bar:
         for camera in cameras:
@@ -588,6 +593,29 @@ def _embed_detections(site: Path, cameras: list[_Camera]) -> None:
                     )
                     bar.update(1)
             camera.embeddings = [vectors[number] for number, _, _ in camera.detections]
+
+
+def _tracklet_scores(
+    site: Path, cameras: list[_Camera], config: TrackerConfig, appearance: bool
+) -> dict[str, Any]:
+    """Tracklets built as a camera actor builds them, scored on colours, height, feet."""
+    from sightline.evaluation.tracklets import score_tracklets, tracklets_for_camera
+
+    site_config = load_site_config(site / "site.yaml")
+    tracking = TrackingConfig(tracker=config, appearance=appearance)
+    embedder = _builtin_embedder()
+    tables = []
+    for camera in tqdm(cameras, desc="tracklets", unit="camera", file=sys.stderr):
+        detections = [dets for _, _, dets in camera.detections]
+        video = site / "videos" / f"{camera.camera_id}.mp4"
+        cam = site_config.camera(camera.camera_id)
+        tables.append(tracklets_for_camera(video, cam, detections, embedder, tracking))
+    return score_tracklets(
+        pl.concat(tables),
+        pl.read_parquet(site / "gt" / "boxes.parquet"),
+        pl.read_parquet(site / "gt" / "people.parquet"),
+        site_config.cameras,
+    )
 
 
 def _noisy_frames(camera: _Camera, seed: int, low_score: float) -> list[Frame]:
@@ -719,6 +747,7 @@ def _run_site(
         "peer": combined["peer"],
         **({"ours_iou_only": combined["ours_iou_only"]} if appearance else {}),
         "appearance": appearance,
+        "tracklets": _tracklet_scores(site, cameras, config, appearance),
         "noisy_gt": {"ours": combined["noisy_ours"], "peer": combined["noisy_peer"]},
         "per_camera": per_camera,
         "settings": settings,

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _THUMBNAIL_QUALITY = 85
-_MIN_HEIGHT_QUALITY = 0.3  # crops worse than this say little about colour or height
+_MIN_ATTRIBUTE_QUALITY = 0.3  # crops worse than this say little about colour or height
 
 
 def crop_box(image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -145,9 +145,10 @@ class _TrackRecord:
     version: int = 0
     last_emit: float | None = None
 
+    def wants_crop(self, quality: float, limit: int) -> bool:
+        return len(self.crops) < limit or quality > self.crops[-1].quality
+
     def keep_crop(self, crop: Crop, limit: int) -> None:
-        if len(self.crops) == limit and crop.quality <= self.crops[-1].quality:
-            return
         self.crops.append(crop)
         self.crops.sort(key=lambda c: -c.quality)
         del self.crops[limit:]
@@ -236,18 +237,21 @@ class TrackletBuilder:
             rec.ts.append(ts)
             rec.boxes.append(box)
             rec.scores.append(float(step.scores[i]))
-            if quality < _MIN_HEIGHT_QUALITY:
+            # Poor crops still compete for the thumbnail and the embeddings, so a person
+            # only ever seen small or half hidden gets a tracklet too.
+            if rec.wants_crop(quality, self.config.embeddings_per_tracklet):
+                crop = Crop(quality, ts, crop_box(image, box))
+                if embeddings is not None:
+                    crop.embedding = np.asarray(embeddings[step.detection_index[i]], np.float32)
+                rec.keep_crop(crop, self.config.embeddings_per_tracklet)
+                if rec.thumbnail is None or quality > rec.thumbnail.quality:
+                    rec.thumbnail = crop
+            if quality < _MIN_ATTRIBUTE_QUALITY:
                 continue
             upper, lower = attributes.upper_lower_colours(image, box, boxes)
             rec.colours.append((upper, lower, quality))
             if heights is not None and np.isfinite(heights[i]):
                 rec.heights.append(float(heights[i]))
-            crop = Crop(quality, ts, crop_box(image, box))
-            if embeddings is not None:
-                crop.embedding = np.asarray(embeddings[step.detection_index[i]], np.float32)
-            rec.keep_crop(crop, self.config.embeddings_per_tracklet)
-            if rec.thumbnail is None or quality > rec.thumbnail.quality:
-                rec.thumbnail = crop
 
     def collect(self, ts: float, ended: list[int], *, final: bool = False) -> list[TrackletDraft]:
         """Drafts due at ``ts``: ended tracks (last version), and ongoing ones every
