@@ -140,8 +140,7 @@ class _TrackRecord:
         default_factory=list
     )
     heights: list[float] = field(default_factory=list)
-    crops: list[Crop] = field(default_factory=list)  # best first, at most K
-    thumbnail: Crop | None = None
+    crops: list[Crop] = field(default_factory=list)  # best first, at most K; [0] is the thumbnail
     version: int = 0
     last_emit: float | None = None
 
@@ -244,8 +243,6 @@ class TrackletBuilder:
                 if embeddings is not None:
                     crop.embedding = np.asarray(embeddings[step.detection_index[i]], np.float32)
                 rec.keep_crop(crop, self.config.embeddings_per_tracklet)
-                if rec.thumbnail is None or quality > rec.thumbnail.quality:
-                    rec.thumbnail = crop
             if quality < _MIN_ATTRIBUTE_QUALITY:
                 continue
             upper, lower = attributes.upper_lower_colours(image, box, boxes)
@@ -265,7 +262,7 @@ class TrackletBuilder:
                 del self._tracks[track_id]
             elif ts - started < self.config.emit_every_s:
                 continue
-            if len(rec.ts) < self.config.min_track_frames or rec.thumbnail is None:
+            if len(rec.ts) < self.config.min_track_frames or not rec.crops:
                 continue
             rec.version += 1
             rec.last_emit = ts
@@ -280,8 +277,7 @@ class TrackletBuilder:
         weights = [q for *_, q in rec.colours]
         upper = attributes.aggregate_colours([u for u, _, _ in rec.colours], weights)
         lower = attributes.aggregate_colours([lo for _, lo, _ in rec.colours], weights)
-        thumb = rec.thumbnail
-        assert thumb is not None
+        thumb = rec.crops[0]
         fields = {
             "tracklet_id": f"{self.camera_id}-{self.run_id}-{rec.track_id}",
             "camera_id": self.camera_id,
