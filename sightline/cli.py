@@ -210,10 +210,19 @@ def _cmd_bench_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sightline.training.commands import run_train_detector, run_train_reid
+    from sightline.training.commands import (
+        run_calibrate_fusion,
+        run_train_detector,
+        run_train_reid,
+    )
 
-    run = run_train_detector if args.model == "detector" else run_train_reid
-    summary = run(args.data, out=args.out, report_dir=args.report_dir, iterations=args.iterations)
+    if args.model == "calibration":
+        summary = run_calibrate_fusion(args.data, out=args.out)
+    else:
+        run = run_train_detector if args.model == "detector" else run_train_reid
+        summary = run(
+            args.data, out=args.out, report_dir=args.report_dir, iterations=args.iterations
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -234,6 +243,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return _cmd_eval_tracking(args)
     if args.det is not None or args.gt is not None or args.fps is not None:
         raise EvaluationError("--det, --gt and --fps only apply to `sightline eval tracking`")
+    if args.model == "fusion":
+        _require_eval_extra()
+        from sightline.evaluation.fusion import run_eval_fusion
+
+        result = run_eval_fusion(args.preset, args.seed, args.data, detector_weights=args.weights)
+        print(json.dumps(result, indent=2))
+        return 0
     run = run_eval_detector if args.model == "detector" else run_eval_reid
     print(json.dumps(run(args.preset, args.seed, args.data, weights=args.weights), indent=2))
     return 0
@@ -268,7 +284,11 @@ def _cmd_bench_tracking(args: argparse.Namespace) -> int:
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a built-in model on synthetic sites")
-    train.add_argument("model", choices=["detector", "reid"])
+    train.add_argument(
+        "model",
+        choices=["detector", "reid", "calibration"],
+        help="calibration: fit fusion's appearance probability on the validation site",
+    )
     train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
     train.add_argument("--out", type=Path, default=None, help="weights file (default: built-in)")
     train.add_argument("--report-dir", type=Path, default=None)
@@ -278,7 +298,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval", help="score a built-in model or the tracker on a held-out synthetic site"
     )
-    ev.add_argument("model", choices=["detector", "reid", "tracking"])
+    ev.add_argument("model", choices=["detector", "reid", "tracking", "fusion"])
     ev.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ev.add_argument("--seed", type=int, default=21)
     ev.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")

@@ -44,6 +44,7 @@ __all__ = [
     "CameraConfig",
     "CameraDefaults",
     "ConfigError",
+    "FusionConfig",
     "ModelsConfig",
     "SecurityConfig",
     "ServingConfig",
@@ -583,6 +584,63 @@ class TrackingConfig(_Strict):
     )
 
 
+# --------------------------------------------------------------------------- fusion
+
+
+class FusionConfig(_Strict):
+    """How the coordinator joins tracklets of all cameras into people (global identities).
+
+    Each description says what raising the value does.
+    """
+
+    min_match_probability: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Calibrated appearance probability needed to join a tracklet to a person "
+        "seen elsewhere. Raising it makes fewer wrong joins and more split identities.",
+    )
+    overlap_radius_m: float = Field(
+        1.5,
+        gt=0,
+        le=20,
+        description="Two cameras seeing people this close on the ground at the same time see "
+        "the same person. Raising it joins more across overlapping views, including "
+        "neighbours in a crowd.",
+    )
+    conflict_distance_m: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="Seen this far apart at the same time, two tracklets are two people (a "
+        "veto). Raising it tolerates worse calibration and vetoes fewer wrong joins.",
+    )
+    min_overlap_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Time two tracklets must share before their positions count as evidence.",
+    )
+    max_gap_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="A person unseen for longer is no longer a candidate for new tracklets "
+        "(bounds the work per tracklet). Raising it re-identifies after longer absences "
+        "at more cost and risk.",
+    )
+    position_slack_m: float = Field(
+        2.0,
+        ge=0,
+        le=50,
+        description="Ground distance allowed on top of walking speed x time (foot-point "
+        "noise, calibration error).",
+    )
+    gallery_size: int = Field(
+        16, ge=1, le=256, description="Embeddings kept per person for appearance matching."
+    )
+
+
 # --------------------------------------------------------------------------- storage, security
 
 
@@ -653,6 +711,7 @@ class SiteConfig(_Strict):
     topology: TopologyConfig | None = None
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 

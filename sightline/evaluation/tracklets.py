@@ -36,7 +36,14 @@ from sightline.tracking.stage import TrackingStage
 from sightline.tracking.tracklets import Tracklet
 from sightline.training.data import read_frames
 
-__all__ = ["TARGETS", "score_tracklets", "tracklets_for_camera"]
+__all__ = [
+    "TARGETS",
+    "build_tracklets",
+    "match_frames",
+    "score_tracklets",
+    "tracklet_frames",
+    "tracklets_for_camera",
+]
 
 TARGETS = {"upper_colour_accuracy": 0.85, "height_median_error_m": 0.10, "foot_median_error_m": 0.5}
 _MIN_DURATION_S = 1.0
@@ -54,14 +61,15 @@ class _MemorySink:
         """Nothing to flush."""
 
 
-def tracklets_for_camera(
+def build_tracklets(
     video: Path,
     camera: CameraConfig,
     detections: Sequence[Detections],
     embedder: EmbedderBackend,
     config: TrackingConfig | None = None,
-) -> pl.DataFrame:
-    """Latest tracklet versions of one camera: ``detections[i]`` belongs to frame ``i``."""
+) -> list[Tracklet]:
+    """Every tracklet version one camera emits, in emission order; ``detections[i]``
+    belongs to frame ``i`` of ``video``."""
     sink = _MemorySink()
 
     async def embed(crops: list[np.ndarray]) -> np.ndarray:
@@ -80,13 +88,26 @@ def tracklets_for_camera(
         await stage.close()
 
     asyncio.run(run())
-    frame = tracklets_frame(sink.tracklets, [""] * len(sink.tracklets))
-    return latest_versions(frame)
+    return sink.tracklets
 
 
-def _tracklet_frames(
+def tracklets_for_camera(
+    video: Path,
+    camera: CameraConfig,
+    detections: Sequence[Detections],
+    embedder: EmbedderBackend,
+    config: TrackingConfig | None = None,
+) -> pl.DataFrame:
+    """Latest tracklet versions of one camera, as a table (see :func:`build_tracklets`)."""
+    tracklets = build_tracklets(video, camera, detections, embedder, config)
+    return latest_versions(tracklets_frame(tracklets, [""] * len(tracklets)))
+
+
+def tracklet_frames(
     tracklets: pl.DataFrame, starts: dict[str, tuple[datetime, float]]
 ) -> pl.DataFrame:
+    """One row per tracklet observation: ids, ``frame_index`` (from ``starts``: camera ->
+    (time of frame 0, fps)), box ``x1..y2`` and ground point ``fx, fy``."""
     rows = tracklets.select("tracklet_id", "camera_id", "ts", "boxes", "foot_world").explode(
         "ts", "boxes", "foot_world"
     )
@@ -104,7 +125,7 @@ def _tracklet_frames(
     ).drop("boxes", "foot_world")
 
 
-def _match_frames(frames: pl.DataFrame, gt: pl.DataFrame) -> pl.DataFrame:
+def match_frames(frames: pl.DataFrame, gt: pl.DataFrame) -> pl.DataFrame:
     """Each tracklet frame with its best-overlapping ground-truth person (IoU >= 0.5)."""
     out = []
     gt_by = gt.partition_by("camera_id", "frame_index", as_dict=True)
@@ -140,8 +161,8 @@ def score_tracklets(
 ) -> dict[str, Any]:
     """Colour, height and foot-point figures of ``tracklets`` (latest versions)."""
     starts = {c.id: (c.source_start or datetime(2000, 1, 1, tzinfo=UTC), c.fps) for c in cameras}
-    frames = _tracklet_frames(tracklets, starts)
-    matched = _match_frames(frames, gt_boxes.with_columns(pl.col("frame_index").cast(pl.Int32)))
+    frames = tracklet_frames(tracklets, starts)
+    matched = match_frames(frames, gt_boxes.with_columns(pl.col("frame_index").cast(pl.Int32)))
     matched = matched.with_columns(
         foot_error_m=(
             (pl.col("fx") - pl.col("world_x")) ** 2 + (pl.col("fy") - pl.col("world_y")) ** 2

@@ -132,3 +132,51 @@ def run_train_reid(
         train_crops=result["train_crops"],
         train_identities=result["train_identities"],
     )
+
+
+def run_calibrate_fusion(
+    data_dir: Path, out: Path | None = None, seed: int = VALIDATION_SEED
+) -> dict[str, Any]:
+    """Fit fusion's appearance calibration on a site the re-ID model did not train on.
+
+    Each (camera, person) ground-truth track of the site becomes one mean embedding
+    (built-in embedder, up to 12 crops); every cross-camera pair is a sample, labelled
+    by whether the person is the same.
+    """
+    from sightline.fusion.calibration import DEFAULT_CALIBRATION, fit_calibration
+    from sightline.models.builtin_embedder import BuiltinEmbedder, load_embedder_weights
+    from sightline.models.core import l2_normalise
+
+    if seed in TRAIN_SEEDS:
+        raise ValueError(f"seed {seed} trained the re-ID model; calibrate on another site")
+    site = ensure_site(data_dir, TRAIN_PRESET, seed)
+    net, _ = load_embedder_weights(DEFAULT_REID_WEIGHTS)
+    embedder = BuiltinEmbedder(net, prefer_gpu=False)
+    crops = load_reid_crops(site, min_visibility=0.5, per_track=12)
+    vectors = embedder.embed(list(crops.crops))
+    keys = sorted(set(zip(crops.camera_ids.tolist(), crops.person_ids.tolist(), strict=True)))
+    means, cams, people = [], [], []
+    for cam, pid in keys:
+        mask = (crops.camera_ids == cam) & (crops.person_ids == pid)
+        means.append(l2_normalise(vectors[mask].mean(axis=0, keepdims=True))[0])
+        cams.append(cam)
+        people.append(pid)
+    means_arr, cams_arr, people_arr = np.stack(means), np.array(cams), np.array(people)
+    sims = means_arr @ means_arr.T
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1) & (cams_arr[:, None] != cams_arr[None, :])
+    same = people_arr[:, None] == people_arr[None, :]
+    calibration = fit_calibration(
+        sims[upper], same[upper], source=f"{TRAIN_PRESET} seed {seed}, built-in re-ID weights"
+    )
+    out = Path(out or DEFAULT_CALIBRATION)
+    calibration.save(out)
+    return {
+        "calibration": str(out),
+        "slope": round(calibration.slope, 3),
+        "intercept": round(calibration.intercept, 3),
+        "similarity_at_p50": round(calibration.similarity_at(0.5), 4),
+        "pairs_same": calibration.pairs_same,
+        "pairs_different": calibration.pairs_different,
+        "mean_similarity_same": round(float(sims[upper & same].mean()), 4),
+        "mean_similarity_different": round(float(sims[upper & ~same].mean()), 4),
+    }

@@ -1,0 +1,167 @@
+"""Geometric evidence between two tracklets: shared views, reachability, transit times.
+
+A :class:`TrackletView` is what fusion keeps of a tracklet: times, ground positions and
+its mean embedding (no pixels). Two views either share time (then their ground
+positions say "same person" when close, "two people" when far) or follow each other
+(then the later must be reachable from the earlier at walking speed, and, for linked
+cameras, within the transit time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from sightline.config import FusionConfig, TopologyConfig
+from sightline.tracking.tracklets import Tracklet
+
+__all__ = ["Relation", "TrackletView", "TransitTable", "relate"]
+
+_ENDS = 5  # frames averaged for a tracklet's first and last position
+
+
+@dataclass(frozen=True)
+class TrackletView:
+    """Fusion's summary of one tracklet version."""
+
+    tracklet_id: str
+    camera_id: str
+    version: int
+    ts: np.ndarray  # (N,) epoch seconds
+    xy: np.ndarray  # (N, 2) ground metres
+    embedding: np.ndarray  # (D,) L2-normalised
+
+    @classmethod
+    def of(cls, tracklet: Tracklet) -> TrackletView:
+        """From a tracklet; frames without a finite ground point are left out."""
+        ok = np.isfinite(tracklet.foot_world).all(axis=1)
+        return cls(
+            tracklet.tracklet_id,
+            tracklet.camera_id,
+            tracklet.version,
+            tracklet.ts[ok],
+            tracklet.foot_world[ok].astype(np.float64),
+            tracklet.embedding_mean.astype(np.float32),
+        )
+
+    @property
+    def t_start(self) -> float:
+        """First observation (epoch s)."""
+        return float(self.ts[0]) if len(self.ts) else 0.0
+
+    @property
+    def t_end(self) -> float:
+        """Last observation (epoch s)."""
+        return float(self.ts[-1]) if len(self.ts) else 0.0
+
+    @property
+    def start_xy(self) -> np.ndarray:
+        """Where the person was first seen (median of the first frames)."""
+        return np.median(self.xy[:_ENDS], axis=0)
+
+    @property
+    def end_xy(self) -> np.ndarray:
+        """Where the person was last seen (median of the last frames)."""
+        return np.median(self.xy[-_ENDS:], axis=0)
+
+    def positions_at(self, times: np.ndarray) -> np.ndarray:
+        """Ground positions interpolated at ``times`` (within the span)."""
+        return np.stack(
+            [np.interp(times, self.ts, self.xy[:, 0]), np.interp(times, self.ts, self.xy[:, 1])],
+            axis=1,
+        )
+
+
+class Relation(Enum):
+    """What geometry says about two tracklets being one person."""
+
+    SAME = "same"  # seen together at one place by two cameras
+    CONFLICT = "conflict"  # impossible for one person
+    POSSIBLE = "possible"  # geometry allows it; appearance decides
+    UNKNOWN = "unknown"  # not enough shared time to tell either way
+
+
+class TransitTable:
+    """Camera-to-camera transit limits: configured links first, then learned ones.
+
+    Transit times of confident matches are recorded with :meth:`observe`; a pair without
+    a configured link gets a learned limit (3x the median of at least ``min_samples``).
+    """
+
+    def __init__(self, topology: TopologyConfig | None, min_samples: int = 5) -> None:
+        self.topology = topology or TopologyConfig()
+        self.min_samples = min_samples
+        self._configured: dict[tuple[str, str], float] = {}
+        for link in self.topology.links:
+            limit = link.max_transit_s or 3 * link.typical_transit_s
+            a, b = link.cameras
+            self._configured[(a, b)] = limit
+            if link.bidirectional:
+                self._configured[(b, a)] = limit
+        self._learned: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, from_camera: str, to_camera: str, seconds: float) -> None:
+        """Record the transit of a confident match."""
+        if from_camera != to_camera and seconds >= 0:
+            self._learned.setdefault((from_camera, to_camera), []).append(seconds)
+
+    def max_transit(self, from_camera: str, to_camera: str) -> float | None:
+        """The longest plausible transit, or None when nothing is known."""
+        if (from_camera, to_camera) in self._configured:
+            return self._configured[(from_camera, to_camera)]
+        seen = self._learned.get((from_camera, to_camera), [])
+        return 3 * float(np.median(seen)) if len(seen) >= self.min_samples else None
+
+    def learned(self) -> dict[str, dict[str, float]]:
+        """Learned transit statistics per camera pair ``"a->b"``: samples, median, p90."""
+        return {
+            f"{a}->{b}": {
+                "samples": len(v),
+                "median_s": round(float(np.median(v)), 2),
+                "p90_s": round(float(np.percentile(v, 90)), 2),
+            }
+            for (a, b), v in sorted(self._learned.items())
+        }
+
+
+def _shared_time(
+    a: TrackletView, b: TrackletView, start: float, end: float, config: FusionConfig
+) -> Relation:
+    if a.camera_id == b.camera_id:
+        return Relation.CONFLICT  # one camera, two tracks at once: two people
+    times = a.ts[(a.ts >= start) & (a.ts <= end)]
+    if len(times) == 0:
+        return Relation.UNKNOWN
+    gaps = np.linalg.norm(a.positions_at(times) - b.positions_at(times), axis=1)
+    distance = float(np.median(gaps))
+    if distance > config.conflict_distance_m:
+        return Relation.CONFLICT
+    if end - start >= config.min_overlap_s and distance <= config.overlap_radius_m:
+        return Relation.SAME
+    return Relation.UNKNOWN
+
+
+def _one_after_the_other(
+    a: TrackletView, b: TrackletView, config: FusionConfig, transits: TransitTable
+) -> Relation:
+    first, second = (a, b) if a.t_end <= b.t_start else (b, a)
+    gap = second.t_start - first.t_end
+    walked = float(np.linalg.norm(second.start_xy - first.end_xy))
+    if walked > transits.topology.max_walking_speed_mps * gap + config.position_slack_m:
+        return Relation.CONFLICT
+    limit = transits.max_transit(first.camera_id, second.camera_id)
+    if limit is not None and gap > limit:
+        return Relation.CONFLICT
+    return Relation.POSSIBLE
+
+
+def relate(
+    a: TrackletView, b: TrackletView, config: FusionConfig, transits: TransitTable
+) -> Relation:
+    """Whether ``a`` and ``b`` can be, or must be, the same person."""
+    start, end = max(a.t_start, b.t_start), min(a.t_end, b.t_end)
+    if end > start:
+        return _shared_time(a, b, start, end, config)
+    return _one_after_the_other(a, b, config, transits)
