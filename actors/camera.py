@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
+from actors.coordinator import CoordinatorSink
 from sightline.config import CameraConfig, TrackingConfig
 from sightline.ingest import DetectionSink, Frame, FrameReader, ParquetDetectionSink
 from sightline.ingest.reader import Mode, ReaderSettings
 from sightline.models.core import Detections
-from sightline.tracking.sink import ParquetTrackletSink
+from sightline.tracking.sink import ParquetTrackletSink, TeeTrackletSink, TrackletSink
 from sightline.tracking.stage import TrackingStage
 
 __all__ = ["CameraActor"]
@@ -40,7 +42,8 @@ class CameraActor:
     ``sink`` or, by default, to Parquet parts under ``out_dir`` written every
     ``flush_every`` frames. With an ``embedder`` handle (and no ``sink``) the camera also
     tracks: tracklets go to ``<out_dir>/tracklets`` (``tracking`` configures the tracker
-    and emission). ``reader_options`` overrides :class:`ReaderSettings` fields
+    and emission) and, with a ``coordinator`` handle, also to the coordinator (retried
+    until acknowledged). ``reader_options`` overrides :class:`ReaderSettings` fields
     (``queue_size``, ``max_reconnects``, ``timeout_s``, ...).
     """
 
@@ -57,6 +60,7 @@ class CameraActor:
         reader_options: dict[str, Any] | None = None,
         embedder: DeploymentHandle | None = None,
         tracking: TrackingConfig | None = None,
+        coordinator: ActorHandle | None = None,
     ) -> None:
         if sink is None and out_dir is None:
             raise ValueError("CameraActor needs a sink or an out_dir for the default sink")
@@ -67,15 +71,16 @@ class CameraActor:
         self._reader = FrameReader(camera.source, settings)
         self._detector = detector
         self._tracking: TrackingStage | None = None
+        self._to_coordinator: CoordinatorSink | None = None
         if sink is None:
             sink = ParquetDetectionSink(str(out_dir), camera.id, flush_every)
             if embedder is not None:
+                tracklet_sink: TrackletSink = ParquetTrackletSink(str(out_dir), camera.id)
+                if coordinator is not None:
+                    self._to_coordinator = CoordinatorSink(coordinator)
+                    tracklet_sink = TeeTrackletSink(tracklet_sink, self._to_coordinator)
                 sink = self._tracking = TrackingStage(
-                    camera,
-                    embedder.embed.remote,
-                    ParquetTrackletSink(str(out_dir), camera.id),
-                    config=tracking,
-                    detections=sink,
+                    camera, embedder.embed.remote, tracklet_sink, config=tracking, detections=sink
                 )
         self._sink = sink
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -128,6 +133,7 @@ class CameraActor:
             **self._reader.health().to_dict(),
             **self._stats,
             **(self._tracking.stats if self._tracking else {}),
+            **(self._to_coordinator.stats if self._to_coordinator else {}),
             "last_detector_error": self._last_detector_error,
             "last_sink_error": self._last_sink_error,
         }

@@ -23,6 +23,7 @@ import ray
 from ray import serve
 
 from actors.camera import CameraActor
+from actors.coordinator import start_coordinator
 from serve.deployments import ModelHandles, deploy_models
 from sightline.config import SiteConfig
 
@@ -57,9 +58,16 @@ def _progress_line(healths: list[dict[str, Any]]) -> str:
 
 
 def start_cameras(
-    site: SiteConfig, handles: ModelHandles, out_dir: Path, app_prefix: str, *, track: bool = True
+    site: SiteConfig,
+    handles: ModelHandles,
+    out_dir: Path,
+    app_prefix: str,
+    *,
+    track: bool = True,
+    coordinator: Any = None,
 ) -> dict[str, Any]:
-    """One CameraActor per enabled camera of ``site``: detect and (with ``track``) track."""
+    """One CameraActor per enabled camera of ``site``: detect and (with ``track``) track,
+    sending tracklets to ``coordinator`` when given."""
     actors = {}
     for camera in site.cameras:
         if not camera.enabled:
@@ -74,6 +82,7 @@ def start_cameras(
             max_in_flight=camera.max_in_flight,
             embedder=handles.embedder if track else None,
             tracking=site.tracking,
+            coordinator=coordinator,
         )
     return actors
 
@@ -86,10 +95,13 @@ def run_pipeline(
     poll_s: float = 2.0,
     log: Callable[[str], None] = _log,
     track: bool = True,
+    store_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every enabled camera of ``site`` to the end of its recording; returns a summary.
 
-    ``track=False`` stops after detection (no tracker, no embedder calls).
+    ``track=False`` stops after detection (no tracker, no embedder, no coordinator).
+    With tracking, a coordinator fuses the cameras into people: its write-ahead log is
+    ``<out_dir>/wal`` and its store ``store_root`` (default ``<out_dir>/store``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +113,11 @@ def run_pipeline(
     )
     handles = deploy_models(site.models, app_prefix)
     handles.detector.stats.remote().result()  # replicas are up before the clock starts
-    actors = start_cameras(site, handles, out_dir, app_prefix, track=track)
+    coordinator = None
+    if track:
+        store = Path(store_root) if store_root is not None else out_dir / "store"
+        coordinator = start_coordinator(site, out_dir / "wal", store, f"{app_prefix}-coordinator")
+    actors = start_cameras(site, handles, out_dir, app_prefix, track=track, coordinator=coordinator)
     try:
         pending = {actor.run.remote(): cam for cam, actor in actors.items()}
         final: dict[str, dict[str, Any]] = {}
@@ -114,9 +130,16 @@ def run_pipeline(
                 log(_progress_line(list(final.values()) + live))
         stats = handles.detector.stats.remote().result()
         embed_stats = handles.embedder.stats.remote().result() if track else None
+        fusion = None
+        if coordinator is not None:
+            ray.get(coordinator.flush.remote())
+            fusion = ray.get(coordinator.health.remote())
+            fusion["store"] = str(store)
     finally:
         for actor in actors.values():
             ray.kill(actor)
+        if coordinator is not None:
+            ray.kill(coordinator, no_restart=True)
     elapsed = time.perf_counter() - started
     frames = sum(h.get("frames_detected", 0) for h in final.values())
     return {
@@ -128,6 +151,7 @@ def run_pipeline(
         "tracklets": sum(h.get("tracklets_emitted", 0) for h in final.values()),
         "detector_batches": stats,
         "embedder_batches": embed_stats,
+        "fusion": fusion,
     }
 
 

@@ -69,7 +69,7 @@ def _run_pipeline(
     from sightline.evaluation.tracklets import score_tracklets
     from sightline.tracking.sink import latest_versions, read_tracklets
 
-    summary = run_pipeline(site, out)
+    summary = run_pipeline(site, out, store_root=site.storage.root)
     tracklets = latest_versions(read_tracklets(out))
     scores = tracklet_scores = None
     if gt_boxes is not None and gt_boxes.is_file():

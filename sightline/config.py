@@ -636,9 +636,6 @@ class FusionConfig(_Strict):
         description="Ground distance allowed on top of walking speed x time (foot-point "
         "noise, calibration error).",
     )
-    gallery_size: int = Field(
-        16, ge=1, le=256, description="Embeddings kept per person for appearance matching."
-    )
 
 
 # --------------------------------------------------------------------------- storage, security

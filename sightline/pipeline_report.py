@@ -33,6 +33,14 @@ def format_pipeline_report(
         )
     if tracklets is not None:
         lines += _tracklet_lines(summary, tracklets, tracklet_scores)
+    fusion = summary.get("fusion")
+    if fusion:
+        events = ", ".join(f"{n} {kind}" for kind, n in sorted(fusion["events"].items()))
+        lines += [
+            "",
+            f"fused across cameras: {fusion['identities']} people from "
+            f"{fusion['tracklets_new']} tracklet versions ({events}); store in {fusion['store']}",
+        ]
     lines.append("")
     for name in ("detector", "embedder"):
         batches = summary.get(f"{name}_batches") or {}

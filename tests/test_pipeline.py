@@ -96,3 +96,20 @@ def test_cameras_emit_tracklets_with_world_points_and_embeddings(pipeline_run, t
     (x0, y0), (x1, y1) = np.min(site.outline, axis=0), np.max(site.outline, axis=0)
     on_site = (xy[:, 0] > x0 - 2) & (xy[:, 0] < x1 + 2) & (xy[:, 1] > y0 - 2) & (xy[:, 1] < y1 + 2)
     assert on_site.mean() > 0.95
+
+
+def test_coordinator_fuses_every_tracklet_into_the_store(pipeline_run):
+    from sightline.store.queries import latest_identities
+    from sightline.tracking.sink import read_tracklets
+
+    summary, _, _ = pipeline_run
+    fusion = summary["fusion"]
+    versions = read_tracklets(Path(summary["out_dir"]))
+    assert fusion["tracklets_new"] == versions.height  # every version acknowledged once
+    assert fusion["duplicates"] == 0 and fusion["wal_damage"] == []
+    owners = latest_identities(fusion["store"])
+    assert set(owners["tracklet_id"]) == set(versions["tracklet_id"])
+    # two overlapping cameras and 8 people: fusion joins tracklets into fewer people
+    assert 1 <= fusion["identities"] < versions["tracklet_id"].n_unique()
+    for cam in summary["cameras"]:
+        assert cam["batches_acknowledged"] > 0 and cam["unacknowledged"] == 0

@@ -45,7 +45,7 @@ def synthetic_tracklets(
         camera = int(rng.integers(cameras))
         ts = start + np.linspace(0, _VISIT_S, _POINTS)
         xy = centres[camera] + rng.normal(0, 3, 2) + np.outer(np.linspace(0, 1, _POINTS), [8, 0])
-        emb = vector + rng.normal(0, 0.35, dim)
+        emb = vector + rng.normal(0, 0.05, dim)  # cosine to the person's vector ~0.85
         emb = (emb / np.linalg.norm(emb)).astype(np.float32)
         n += 1
         yield _tracklet(f"cam{camera:03d}-b-{n}", f"cam{camera:03d}", ts, xy, emb)

@@ -23,7 +23,6 @@ same identities.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -36,6 +35,9 @@ from sightline.tracking.core import IdCounter
 from sightline.tracking.tracklets import Tracklet
 
 __all__ = ["Assignment", "Fuser", "FusionEvent", "Person"]
+
+_TOP_K = 8  # tracklets most similar in appearance whose people are considered
+_EXPIRY_EVERY_S = 5.0  # how often (site time) people out of the window are retired
 
 
 @dataclass(frozen=True)
@@ -62,20 +64,65 @@ class Assignment:
 
 @dataclass
 class Person:
-    """A global identity: its tracklets (newest version of each) and appearance gallery."""
+    """A global identity: its tracklets (newest version of each) within the active window."""
 
     global_id: str
+    number: int
     tracklets: dict[str, TrackletView] = field(default_factory=dict)
+    last_seen: float = float("-inf")
 
-    @property
-    def last_seen(self) -> float:
-        """Last observation over all its tracklets (epoch s)."""
-        return max(v.t_end for v in self.tracklets.values())
 
-    def gallery(self, size: int) -> np.ndarray:
-        """Mean embeddings of its most recent tracklets, ``(<= size, D)``."""
-        recent = sorted(self.tracklets.values(), key=lambda v: v.t_end)[-size:]
-        return np.stack([v.embedding for v in recent])
+class _Slots:
+    """Active tracklets in growable arrays, so candidate search is a few numpy operations.
+
+    Slot ``i`` holds one tracklet's mean embedding, time span, camera and owner (the
+    person's number); freed slots are reused.
+    """
+
+    def __init__(self, dim: int = 128, capacity: int = 1024) -> None:
+        self.emb = np.zeros((capacity, dim), np.float32)
+        self.t0 = np.zeros(capacity)
+        self.t1 = np.zeros(capacity)
+        self.box = np.zeros((capacity, 4))  # ground extent: xmin, ymin, xmax, ymax
+        self.cam = np.full(capacity, -1, np.int64)
+        self.owner = np.full(capacity, -1, np.int64)
+        self.valid = np.zeros(capacity, bool)
+        self.slot_of: dict[str, int] = {}
+        self.tid: list[str | None] = [None] * capacity
+        self._free = list(range(capacity - 1, -1, -1))
+        self.top = 0  # slots at or above are unused
+
+    def put(self, view: TrackletView, camera: int, owner: int) -> None:
+        slot = self.slot_of.get(view.tracklet_id)
+        if slot is None:
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            self.slot_of[view.tracklet_id] = slot
+            self.tid[slot] = view.tracklet_id
+            self.top = max(self.top, slot + 1)
+        if self.emb.shape[1] != len(view.embedding):
+            self.emb = np.zeros((len(self.valid), len(view.embedding)), np.float32)
+        self.emb[slot] = view.embedding
+        self.t0[slot], self.t1[slot] = view.t_start, view.t_end
+        self.box[slot, :2], self.box[slot, 2:] = view.xy.min(axis=0), view.xy.max(axis=0)
+        self.cam[slot], self.owner[slot], self.valid[slot] = camera, owner, True
+
+    def drop(self, tracklet_id: str) -> None:
+        slot = self.slot_of.pop(tracklet_id, None)
+        if slot is not None:
+            self.valid[slot] = False
+            self.tid[slot] = None
+            self._free.append(slot)
+
+    def _grow(self) -> None:
+        n = len(self.valid)
+        self.emb = np.concatenate([self.emb, np.zeros_like(self.emb)])
+        for name in ("t0", "t1", "box", "cam", "owner", "valid"):
+            arr = getattr(self, name)
+            setattr(self, name, np.concatenate([arr, np.zeros_like(arr)]))
+        self.tid += [None] * n
+        self._free = list(range(2 * n - 1, n - 1, -1))
 
 
 class Fuser:
@@ -93,13 +140,15 @@ class Fuser:
         self.calibration = calibration or AppearanceCalibration.load()
         self.transits = TransitTable(topology)
         self._ids = ids or IdCounter()
-        self.people: dict[str, Person] = {}
+        self.people: dict[str, Person] = {}  # active: candidates for new tracklets
+        self._by_number: dict[int, Person] = {}
+        self._retired: dict[str, list[str]] = {}  # out of the window: tracklet ids only
         self._owner: dict[str, str] = {}  # tracklet id -> global id
         self._versions: dict[str, int] = {}
-        self._active: set[str] = set()  # people seen within max_gap_s of the newest time
-        # people out of the window: only their tracklet ids stay in memory
-        self._retired: dict[str, list[str]] = {}
+        self._cameras: dict[str, int] = {}
+        self._slots = _Slots()
         self._now = float("-inf")
+        self._last_expiry = float("-inf")
         self._seq = 0
         self.events: list[FusionEvent] = []
         self.assignments: list[Assignment] = []
@@ -119,8 +168,13 @@ class Fuser:
                 continue
             self._now = max(self._now, view.t_end)
             self._place(view)
-            self._expire()
+            if self._now - self._last_expiry >= _EXPIRY_EVERY_S:
+                self._expire()
         return self.assignments[start:]
+
+    def known_version(self, tracklet_id: str) -> int:
+        """Newest version of the tracklet ingested so far (0 if none)."""
+        return self._versions.get(tracklet_id, 0)
 
     def global_id(self, tracklet_id: str) -> str | None:
         """The person a tracklet belongs to now (None if unknown)."""
@@ -128,7 +182,7 @@ class Fuser:
 
     def identities(self) -> dict[str, list[str]]:
         """Every person (retired ones too) and their tracklet ids."""
-        out = dict(self._retired)
+        out = {gid: tids for gid, tids in self._retired.items() if tids}
         out.update({gid: sorted(p.tracklets) for gid, p in self.people.items()})
         return out
 
@@ -150,8 +204,8 @@ class Fuser:
             owner = None
         if owner is not None:
             person = self.people[owner]
-            person.tracklets[view.tracklet_id] = view
-            conflict = self._conflicting(view, person)
+            self._add(view, person, None)
+            conflict = self._conflict_in(view, person)
             if conflict is None:
                 self._merge_seen_together(view)
                 return
@@ -161,82 +215,105 @@ class Fuser:
         self._merge_seen_together(view)
 
     def _associate(self, view: TrackletView) -> None:
-        best, best_p, reason = None, self.config.min_match_probability, ""
-        candidates = [self.people[g] for g in self._active if self._near_in_time(g, view)]
-        if candidates:
-            probs = self._appearance(view, candidates)
-            for person, p in sorted(zip(candidates, probs, strict=True), key=lambda x: -x[1]):
-                relation = self._relation_to(view, person)
-                if relation is Relation.CONFLICT:
-                    continue
-                if relation is Relation.SAME:
-                    best, reason = person, "seen together in overlapping views"
-                    break
-                if p >= best_p and best is None:
-                    best, best_p, reason = person, p, f"appearance p={p:.2f}"
+        best, reason = self._best_candidate(view)
         if best is None:
-            gid = f"p{self._ids():06d}"
-            self.people[gid] = Person(gid)
+            number = self._ids()
+            gid = f"p{number:06d}"
+            best = self.people[gid] = self._by_number[number] = Person(gid, number)
             self._event(view.t_start, "new", (gid,), (view.tracklet_id,), "no match")
-            best, reason = self.people[gid], "new person"
+            reason = "new person"
         else:
             self._learn_transit(view, best)
             self._event(view.t_start, "assign", (best.global_id,), (view.tracklet_id,), reason)
         self._add(view, best, reason)
 
+    def _best_candidate(self, view: TrackletView) -> tuple[Person | None, str]:
+        """The person seen with this tracklet, else the most probable by appearance."""
+        s = self._slots
+        live = s.valid[: s.top]
+        if not live.any():
+            return None, ""
+        sims = np.where(live, s.emb[: s.top] @ view.embedding, -np.inf)
+        k = min(_TOP_K, int(live.sum()))
+        top = np.argpartition(-sims, k - 1)[:k]
+        probs = self.calibration.probability(sims[top])
+        together = self._seen_nearby(view)
+        for number in dict.fromkeys(s.owner[: s.top][together].tolist()):
+            person = self._by_number[number]
+            if self._relation_to(view, person) is Relation.SAME:
+                return person, "seen together in overlapping views"
+        likely: dict[int, float] = {}
+        for slot, p in sorted(zip(top.tolist(), probs.tolist(), strict=True), key=lambda x: -x[1]):
+            if p >= self.config.min_match_probability:
+                likely.setdefault(int(s.owner[slot]), p)
+        for number, p in likely.items():  # most probable first
+            person = self._by_number[number]
+            if self._relation_to(view, person) is not Relation.CONFLICT:
+                return person, f"appearance p={p:.2f}"
+        return None, ""
+
     def _merge_seen_together(self, view: TrackletView) -> None:
         """Merge other people seen at this tracklet's place and time into its person."""
+        s = self._slots
         gid = self._owner[view.tracklet_id]
-        for other_gid in sorted(self._active - {gid}):
-            other = self.people.get(other_gid)
-            if other is None or not self._near_in_time(other_gid, view):
+        mine = self.people[gid].number
+        near = self._seen_nearby(view) & (s.owner[: s.top] != mine)
+        for slot in np.flatnonzero(near):
+            number = int(s.owner[slot])
+            other = self._by_number.get(number)
+            tid = s.tid[slot]
+            if other is None or other.global_id not in self.people or tid is None:
                 continue
-            together = any(
-                relate(view, u, self.config, self.transits) is Relation.SAME
-                for u in other.tracklets.values()
-            )
-            if together and self._compatible(self.people[gid], other):
-                self._merge(gid, other_gid, view)
+            seen = relate(view, other.tracklets[tid], self.config, self.transits)
+            if seen is Relation.SAME and self._compatible(self.people[gid], other):
+                self._merge(gid, other.global_id, view)
 
     # ------------------------------------------------------------------ evidence
 
-    def _near_in_time(self, gid: str, view: TrackletView) -> bool:
-        person = self.people[gid]
-        return person.last_seen >= view.t_start - self.config.max_gap_s
+    def _camera(self, view: TrackletView) -> int:
+        return self._cameras.setdefault(view.camera_id, len(self._cameras))
 
-    def _appearance(self, view: TrackletView, people: list[Person]) -> np.ndarray:
-        galleries = [p.gallery(self.config.gallery_size) for p in people]
-        sims = np.concatenate(galleries) @ view.embedding
-        bounds = np.cumsum([0] + [len(g) for g in galleries])
-        best = np.array([sims[a:b].max() for a, b in itertools.pairwise(bounds)])
-        return self.calibration.probability(best)
+    def _seen_nearby(self, view: TrackletView) -> np.ndarray:
+        """Slots of other cameras sharing time with ``view`` whose ground extent comes
+        within ``overlap_radius_m`` of its own (the only ones that can be *same*)."""
+        s, n, r = self._slots, self._slots.top, self.config.overlap_radius_m
+        lo, hi = view.xy.min(axis=0) - r, view.xy.max(axis=0) + r
+        box = s.box[:n]
+        return (
+            s.valid[:n]
+            & (s.t0[:n] < view.t_end)
+            & (s.t1[:n] > view.t_start)
+            & (s.cam[:n] != self._camera(view))
+            & (box[:, 0] <= hi[0])
+            & (box[:, 2] >= lo[0])
+            & (box[:, 1] <= hi[1])
+            & (box[:, 3] >= lo[1])
+        )
 
     def _relation_to(self, view: TrackletView, person: Person) -> Relation:
-        """CONFLICT if any of the person's tracklets rules it out; SAME if one confirms it."""
+        """CONFLICT if the person's tracklets rule it out; SAME if one confirms it.
+
+        Only the tracklets sharing time with ``view`` and the nearest one before and
+        after it are compared: reachability from further away follows from those.
+        """
         same = False
-        for other in person.tracklets.values():
-            if other.tracklet_id == view.tracklet_id:
-                continue
+        for other in _neighbours(view, person):
             relation = relate(view, other, self.config, self.transits)
             if relation is Relation.CONFLICT:
                 return relation
             same = same or relation is Relation.SAME
         return Relation.SAME if same else Relation.POSSIBLE
 
-    def _conflicting(self, view: TrackletView, person: Person) -> str | None:
-        for other in person.tracklets.values():
-            if other.tracklet_id == view.tracklet_id:
-                continue
+    def _conflict_in(self, view: TrackletView, person: Person) -> str | None:
+        for other in _neighbours(view, person):
             if relate(view, other, self.config, self.transits) is Relation.CONFLICT:
                 return f"conflicts with {other.tracklet_id}"
         return None
 
     def _compatible(self, a: Person, b: Person) -> bool:
-        return not any(
-            relate(u, v, self.config, self.transits) is Relation.CONFLICT
-            for u in a.tracklets.values()
-            for v in b.tracklets.values()
-            if abs(u.t_start - v.t_start) <= self.config.max_gap_s
+        small, large = (a, b) if len(a.tracklets) <= len(b.tracklets) else (b, a)
+        return all(
+            self._relation_to(v, large) is not Relation.CONFLICT for v in small.tracklets.values()
         )
 
     def _learn_transit(self, view: TrackletView, person: Person) -> None:
@@ -247,30 +324,35 @@ class Fuser:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _add(self, view: TrackletView, person: Person, reason: str) -> None:
+    def _add(self, view: TrackletView, person: Person, reason: str | None) -> None:
+        """Put (a newer version of) a tracklet into ``person``; ``reason`` None: no change
+        of owner, so no assignment row."""
         person.tracklets[view.tracklet_id] = view
+        person.last_seen = max(person.last_seen, view.t_end)
         self._owner[view.tracklet_id] = person.global_id
-        self._active.add(person.global_id)
-        self.assignments.append(Assignment(view.tracklet_id, person.global_id, self._seq, reason))
+        self._slots.put(view, self._camera(view), person.number)
+        if reason is not None:
+            self.assignments.append(
+                Assignment(view.tracklet_id, person.global_id, self._seq, reason)
+            )
 
     def _remove(self, tracklet_id: str) -> None:
         gid = self._owner.pop(tracklet_id)
         person = self.people[gid]
         del person.tracklets[tracklet_id]
+        self._slots.drop(tracklet_id)
         if not person.tracklets:
             del self.people[gid]
-            self._active.discard(gid)
+        else:
+            person.last_seen = max(v.t_end for v in person.tracklets.values())
 
     def _merge(self, keep: str, gone: str, view: TrackletView) -> None:
         moved = sorted(self.people[gone].tracklets)
         self._event(view.t_end, "merge", (keep, gone), tuple(moved), "seen together")
+        target = self.people[keep]
         for tid in moved:
-            tracklet = self.people[gone].tracklets[tid]
-            self.people[keep].tracklets[tid] = tracklet
-            self._owner[tid] = keep
-            self.assignments.append(Assignment(tid, keep, self._seq, f"merged from {gone}"))
+            self._add(self.people[gone].tracklets[tid], target, f"merged from {gone}")
         del self.people[gone]
-        self._active.discard(gone)
 
     def _event(
         self, ts: float, kind: str, gids: tuple[str, ...], tids: tuple[str, ...], reason: str
@@ -281,8 +363,27 @@ class Fuser:
     def _expire(self) -> None:
         """Retire people unseen for ``max_gap_s``: they stop being candidates, and only
         their tracklet ids are kept (the store holds the rest)."""
+        self._last_expiry = self._now
         horizon = self._now - self.config.max_gap_s
-        stale = [g for g in self._active if self.people[g].last_seen < horizon]
-        for gid in stale:
-            self._active.discard(gid)
-            self._retired[gid] = sorted(self.people.pop(gid).tracklets)
+        for gid in [g for g, p in self.people.items() if p.last_seen < horizon]:
+            person = self.people.pop(gid)
+            for tid in person.tracklets:
+                self._slots.drop(tid)
+            self._retired[gid] = sorted(person.tracklets)
+
+
+def _neighbours(view: TrackletView, person: Person) -> list[TrackletView]:
+    """The person's tracklets sharing time with ``view``, and the nearest before and after."""
+    out, before, after = [], None, None
+    for other in person.tracklets.values():
+        if other.tracklet_id == view.tracklet_id:
+            continue
+        if other.t_end <= view.t_start:
+            if before is None or other.t_end > before.t_end:
+                before = other
+        elif other.t_start >= view.t_end:
+            if after is None or other.t_start < after.t_start:
+                after = other
+        else:
+            out.append(other)
+    return out + [v for v in (before, after) if v is not None]

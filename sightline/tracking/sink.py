@@ -9,6 +9,7 @@ holds that path relative to ``out_dir``).
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,6 +22,7 @@ from sightline.tracking.tracklets import Tracklet
 __all__ = [
     "TRACKLET_SCHEMA",
     "ParquetTrackletSink",
+    "TeeTrackletSink",
     "TrackletSink",
     "latest_versions",
     "read_tracklets",
@@ -56,13 +58,38 @@ TRACKLET_SCHEMA: dict[str, pl.DataType] = {
 
 @runtime_checkable
 class TrackletSink(Protocol):
-    """Receives tracklets as they are emitted, then ``close()`` once."""
+    """Receives tracklets as they are emitted, then ``close()`` once.
+
+    Either method may be a coroutine function (the coordinator's sink is); callers
+    await what they get back when it is awaitable.
+    """
 
     def write(self, tracklets: list[Tracklet]) -> None:
         """Take a batch of tracklets (any versions, any order)."""
 
     def close(self) -> None:
         """No more tracklets: flush what is buffered."""
+
+
+class TeeTrackletSink:
+    """Hands every batch to several sinks in turn (e.g. local Parquet and the coordinator)."""
+
+    def __init__(self, *sinks: TrackletSink) -> None:
+        self.sinks = sinks
+
+    async def write(self, tracklets: list[Tracklet]) -> None:
+        """Write to each sink; awaits those that are async."""
+        for sink in self.sinks:
+            result = sink.write(tracklets)
+            if inspect.isawaitable(result):
+                await result
+
+    async def close(self) -> None:
+        """Close each sink."""
+        for sink in self.sinks:
+            result = sink.close()
+            if inspect.isawaitable(result):
+                await result
 
 
 def _us(seconds: float) -> int:

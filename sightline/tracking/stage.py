@@ -8,6 +8,7 @@ stage runs the same in a test with a local model.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,7 +91,7 @@ class TrackingStage:
         self.stats["tracks_active"] = 0
         if self._detections is not None:
             self._detections.close()
-        self._sink.close()
+        await _maybe_await(self._sink.close())
 
     async def _embed_or_none(self, crops: list[np.ndarray]) -> np.ndarray | None:
         try:
@@ -118,5 +119,10 @@ class TrackingStage:
                 crop.embedding = np.asarray(vector, dtype=np.float32)
         self._retry = []
         tracklets = [d.complete() for d in drafts]
-        self._sink.write(tracklets)
+        await _maybe_await(self._sink.write(tracklets))
         self.stats["tracklets_emitted"] += len(tracklets)
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
