@@ -594,11 +594,19 @@ class FusionConfig(_Strict):
     """
 
     min_match_probability: float = Field(
-        0.5,
+        0.8,
         gt=0,
         lt=1,
         description="Calibrated appearance probability needed to join a tracklet to a person "
         "seen elsewhere. Raising it makes fewer wrong joins and more split identities.",
+    )
+    min_probability_together: float = Field(
+        0.3,
+        ge=0,
+        lt=1,
+        description="Two tracklets seen together at one place are joined only if their "
+        "appearance probability reaches this (in a crowd, neighbours stand within the "
+        "radius). Raising it trusts geometry less.",
     )
     overlap_radius_m: float = Field(
         1.5,

@@ -41,7 +41,6 @@ from sightline.training.sites import ensure_site
 __all__ = ["TARGET_IDF1", "fuse_in_arrival_order", "run_eval_fusion", "score_identities"]
 
 TARGET_IDF1 = 0.85
-_FRAME_STRIDE = 1_000_000  # frame-number offset between cameras laid end to end
 
 
 def fuse_in_arrival_order(fuser: Fuser, tracklets: list[Tracklet]) -> None:
@@ -54,7 +53,16 @@ def score_identities(
     observations: pl.DataFrame, gt: pl.DataFrame, cameras: list[str]
 ) -> dict[str, Any]:
     """Site-wide IDF1 of ``observations`` (camera_id, frame_index, x1..y2, global_id)."""
-    offset = {c: i * _FRAME_STRIDE for i, c in enumerate(sorted(cameras))}
+    lengths = (
+        gt.filter(pl.col("camera_id").is_in(cameras))
+        .group_by("camera_id")
+        .agg(pl.col("frame_index").max() + 1)
+    )
+    longest = dict(zip(lengths["camera_id"], lengths["frame_index"], strict=True))
+    offset, at = {}, 0
+    for camera in sorted(cameras):
+        offset[camera] = at
+        at += int(longest.get(camera, 0)) + 1
     frame = (
         pl.col("camera_id").replace_strict(offset, return_dtype=pl.Int64)
         + pl.col("frame_index").cast(pl.Int64)

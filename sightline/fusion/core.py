@@ -238,10 +238,16 @@ class Fuser:
         top = np.argpartition(-sims, k - 1)[:k]
         probs = self.calibration.probability(sims[top])
         together = self._seen_nearby(view)
+        seen_with: list[tuple[float, Person]] = []
         for number in dict.fromkeys(s.owner[: s.top][together].tolist()):
             person = self._by_number[number]
             if self._relation_to(view, person) is Relation.SAME:
-                return person, "seen together in overlapping views"
+                seen_with.append((self._looks_like(view, person), person))
+        # in a crowd several people stand within the radius: appearance picks among them
+        plausible = [c for c in seen_with if c[0] >= self.config.min_probability_together]
+        if plausible:
+            p, person = max(plausible, key=lambda c: c[0])
+            return person, f"seen together in overlapping views (appearance p={p:.2f})"
         likely: dict[int, float] = {}
         for slot, p in sorted(zip(top.tolist(), probs.tolist(), strict=True), key=lambda x: -x[1]):
             if p >= self.config.min_match_probability:
@@ -259,13 +265,19 @@ class Fuser:
         mine = self.people[gid].number
         near = self._seen_nearby(view) & (s.owner[: s.top] != mine)
         for slot in np.flatnonzero(near):
-            number = int(s.owner[slot])
+            number = int(s.owner[slot])  # read now: an earlier merge may have moved it
+            if number == mine:
+                continue
             other = self._by_number.get(number)
             tid = s.tid[slot]
             if other is None or other.global_id not in self.people or tid is None:
                 continue
             seen = relate(view, other.tracklets[tid], self.config, self.transits)
-            if seen is Relation.SAME and self._compatible(self.people[gid], other):
+            if (
+                seen is Relation.SAME
+                and self._looks_like(view, other) >= self.config.min_probability_together
+                and self._compatible(self.people[gid], other)
+            ):
                 self._merge(gid, other.global_id, view)
 
     # ------------------------------------------------------------------ evidence
@@ -289,6 +301,15 @@ class Fuser:
             & (box[:, 1] <= hi[1])
             & (box[:, 3] >= lo[1])
         )
+
+    def _looks_like(self, view: TrackletView, person: Person) -> float:
+        """Calibrated probability that ``view`` looks like the person (best tracklet)."""
+        others = [
+            v.embedding for v in person.tracklets.values() if v.tracklet_id != view.tracklet_id
+        ]
+        if not others:
+            return 0.0
+        return float(self.calibration.probability(float((np.stack(others) @ view.embedding).max())))
 
     def _relation_to(self, view: TrackletView, person: Person) -> Relation:
         """CONFLICT if the person's tracklets rule it out; SAME if one confirms it.
