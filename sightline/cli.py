@@ -274,6 +274,13 @@ def _cmd_eval_tracking(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_fusion(args: argparse.Namespace) -> int:
+    from sightline.fusion.bench import bench_fusion
+
+    print(json.dumps(bench_fusion(args.history, window=args.window), indent=2))
+    return 0
+
+
 def _cmd_bench_tracking(args: argparse.Namespace) -> int:
     _require_eval_extra()
     from sightline.tracking.bench import bench_tracking
@@ -375,6 +382,12 @@ def _build_parser() -> argparse.ArgumentParser:
     btrack.add_argument("--objects", type=int, nargs="+", default=[20, 100])
     btrack.add_argument("--frames", type=int, default=300)
     btrack.set_defaults(func=_cmd_bench_tracking)
+    bfuse = bench_sub.add_parser(
+        "fusion", help="tracklets/s fused as the history grows (10k, 100k, ... tracklets)"
+    )
+    bfuse.add_argument("--history", type=int, nargs="+", default=[10_000, 100_000])
+    bfuse.add_argument("--window", type=int, default=2000, help="tracklets timed per checkpoint")
+    bfuse.set_defaults(func=_cmd_bench_fusion)
     _add_model_commands(sub)
     _add_pipeline_commands(sub)
     return parser
