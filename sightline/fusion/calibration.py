@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.special import expit
 
 __all__ = ["DEFAULT_CALIBRATION", "AppearanceCalibration", "fit_calibration"]
 
@@ -36,8 +37,7 @@ class AppearanceCalibration:
 
     def probability(self, similarity: np.ndarray | float) -> np.ndarray:
         """Match probability of each cosine similarity."""
-        z = self.slope * np.asarray(similarity, dtype=np.float64) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return expit(self.slope * np.asarray(similarity, dtype=np.float64) + self.intercept)
 
     def similarity_at(self, probability: float) -> float:
         """The cosine similarity at which the match probability is ``probability``."""
