@@ -50,8 +50,9 @@ class Coordinator:
         return self._service.fuser.identities()
 
     def events(self) -> list[dict[str, Any]]:
-        """Every fusion event so far (new, assign, merge, split) as dicts."""
-        return [e.__dict__ for e in self._service.fuser.events]
+        """The most recent fusion events (new, assign, merge, split) as dicts; the store's
+        ``events`` table has them all."""
+        return [e.__dict__ for e in self._service.fuser.recent_events]
 
     def health(self) -> dict[str, Any]:
         """Counters, identities, events, replay and log damage."""

@@ -23,6 +23,7 @@ same identities.
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from sightline.tracking.tracklets import Tracklet
 __all__ = ["Assignment", "Fuser", "FusionEvent", "Person"]
 
 _TOP_K = 8  # tracklets most similar in appearance whose people are considered
+_RECENT_EVENTS = 1000  # events kept in memory for health; the store has them all
 _EXPIRY_EVERY_S = 5.0  # how often (site time) people out of the window are retired
 
 
@@ -150,15 +152,18 @@ class Fuser:
         self._now = float("-inf")
         self._last_expiry = float("-inf")
         self._seq = 0
-        self.events: list[FusionEvent] = []
-        self.assignments: list[Assignment] = []
+        # what the last ingest call changed (the store keeps the full history)
+        self.last_events: list[FusionEvent] = []
+        self._assignments: list[Assignment] = []
+        self.recent_events: deque[FusionEvent] = deque(maxlen=_RECENT_EVENTS)
+        self._counts: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public
 
     def ingest(self, tracklets: Iterable[Tracklet]) -> list[Assignment]:
         """Take tracklet versions (idempotent on (tracklet_id, version)); returns the
-        assignments they caused."""
-        start = len(self.assignments)
+        assignments they caused (their events are in :attr:`last_events`)."""
+        self._assignments, self.last_events = [], []
         for tracklet in tracklets:
             if self._versions.get(tracklet.tracklet_id, 0) >= tracklet.version:
                 continue  # this version or a newer one is already in
@@ -170,7 +175,7 @@ class Fuser:
             self._place(view)
             if self._now - self._last_expiry >= _EXPIRY_EVERY_S:
                 self._expire()
-        return self.assignments[start:]
+        return self._assignments
 
     def known_version(self, tracklet_id: str) -> int:
         """Newest version of the tracklet ingested so far (0 if none)."""
@@ -188,10 +193,7 @@ class Fuser:
 
     def counts(self) -> dict[str, int]:
         """How many events of each kind so far."""
-        out: dict[str, int] = {}
-        for event in self.events:
-            out[event.kind] = out.get(event.kind, 0) + 1
-        return out
+        return dict(self._counts)
 
     # ------------------------------------------------------------------ placing
 
@@ -353,7 +355,7 @@ class Fuser:
         self._owner[view.tracklet_id] = person.global_id
         self._slots.put(view, self._camera(view), person.number)
         if reason is not None:
-            self.assignments.append(
+            self._assignments.append(
                 Assignment(view.tracklet_id, person.global_id, self._seq, reason)
             )
 
@@ -379,7 +381,10 @@ class Fuser:
         self, ts: float, kind: str, gids: tuple[str, ...], tids: tuple[str, ...], reason: str
     ) -> None:
         self._seq += 1
-        self.events.append(FusionEvent(self._seq, ts, kind, gids, tids, reason))
+        event = FusionEvent(self._seq, ts, kind, gids, tids, reason)
+        self.last_events.append(event)
+        self.recent_events.append(event)
+        self._counts[kind] += 1
 
     def _expire(self) -> None:
         """Retire people unseen for ``max_gap_s``: they stop being candidates, and only

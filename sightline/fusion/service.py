@@ -100,14 +100,13 @@ class FusionService:
         return list(newest.values())
 
     def _fuse_and_store(self, tracklets: list[Tracklet]) -> None:
-        events_before = len(self.fuser.events)
         assignments = self.fuser.ingest(tracklets)
         owners = {t.tracklet_id: self.fuser.global_id(t.tracklet_id) or "" for t in tracklets}
         self.store.write_tracklets(tracklets, owners)
         now = datetime.fromtimestamp(max(t.t_end for t in tracklets), UTC)
         if assignments:
             self.store.write_assignments(assignments, assigned_at=now)
-        events = self.fuser.events[events_before:]
+        events = self.fuser.last_events
         if events:
             self.store.write_events(events)
         self._since_flush += len(tracklets)
