@@ -143,7 +143,7 @@ class Fuser:
         self.transits = TransitTable(topology)
         self._ids = ids or IdCounter()
         self.people: dict[str, Person] = {}  # active: candidates for new tracklets
-        self._by_number: dict[int, Person] = {}
+        self._by_number: dict[int, Person] = {}  # active people by number (slot owners)
         self._retired: dict[str, list[str]] = {}  # out of the window: tracklet ids only
         self._owner: dict[str, str] = {}  # tracklet id -> global id
         self._versions: dict[str, int] = {}
@@ -366,6 +366,7 @@ class Fuser:
         self._slots.drop(tracklet_id)
         if not person.tracklets:
             del self.people[gid]
+            del self._by_number[person.number]
         else:
             person.last_seen = max(v.t_end for v in person.tracklets.values())
 
@@ -375,7 +376,7 @@ class Fuser:
         target = self.people[keep]
         for tid in moved:
             self._add(self.people[gone].tracklets[tid], target, f"merged from {gone}")
-        del self.people[gone]
+        del self._by_number[self.people.pop(gone).number]
 
     def _event(
         self, ts: float, kind: str, gids: tuple[str, ...], tids: tuple[str, ...], reason: str
@@ -393,6 +394,7 @@ class Fuser:
         horizon = self._now - self.config.max_gap_s
         for gid in [g for g, p in self.people.items() if p.last_seen < horizon]:
             person = self.people.pop(gid)
+            del self._by_number[person.number]
             for tid in person.tracklets:
                 self._slots.drop(tid)
             self._retired[gid] = sorted(person.tracklets)
