@@ -90,15 +90,17 @@ class Relation(Enum):
 
 
 class TransitTable:
-    """Camera-to-camera transit limits: configured links first, then learned ones.
+    """Camera-to-camera transit limits from the configured topology, and learned transits.
 
-    Transit times of confident matches are recorded with :meth:`observe`; a pair without
-    a configured link gets a learned limit (3x the median of at least ``min_samples``).
+    Only a configured link limits a transition (the operator knows the site). Transit
+    times of matches are recorded with :meth:`observe` and reported by :meth:`learned`;
+    they are not used as a veto, because a learned typical time says little about how
+    long one person may linger between two views (walking speed already rules out
+    transitions that are too fast).
     """
 
-    def __init__(self, topology: TopologyConfig | None, min_samples: int = 5) -> None:
+    def __init__(self, topology: TopologyConfig | None) -> None:
         self.topology = topology or TopologyConfig()
-        self.min_samples = min_samples
         self._configured: dict[tuple[str, str], float] = {}
         for link in self.topology.links:
             limit = link.max_transit_s or 3 * link.typical_transit_s
@@ -114,11 +116,8 @@ class TransitTable:
             self._learned.setdefault((from_camera, to_camera), []).append(seconds)
 
     def max_transit(self, from_camera: str, to_camera: str) -> float | None:
-        """The longest plausible transit, or None when nothing is known."""
-        if (from_camera, to_camera) in self._configured:
-            return self._configured[(from_camera, to_camera)]
-        seen = self._learned.get((from_camera, to_camera), [])
-        return 3 * float(np.median(seen)) if len(seen) >= self.min_samples else None
+        """The longest plausible transit of a configured link, or None."""
+        return self._configured.get((from_camera, to_camera))
 
     def learned(self) -> dict[str, dict[str, float]]:
         """Learned transit statistics per camera pair ``"a->b"``: samples, median, p90."""
