@@ -36,14 +36,13 @@ class FusionService:
         store_root: str | Path,
         *,
         calibration: AppearanceCalibration | None = None,
-        flush_every: int = 500,
+        flush_rows: int = 2000,
     ) -> None:
         self.site = site
         self.fuser = Fuser(site.fusion, calibration, site.topology)
         self.wal = WriteAheadLog(wal_dir)
-        self.store = TrackStore(store_root)
-        self.flush_every = flush_every
-        self._since_flush = 0
+        # the store writes a part once ``flush_rows`` rows are buffered
+        self.store = TrackStore(store_root, flush_rows=flush_rows)
         self.stats: dict[str, Any] = {
             "batches": 0,
             "tracklets_received": 0,
@@ -69,7 +68,6 @@ class FusionService:
 
     def flush(self) -> int:
         """Write the store's buffered rows; returns how many."""
-        self._since_flush = 0
         return self.store.flush()
 
     def close(self) -> None:
@@ -109,9 +107,6 @@ class FusionService:
         events = self.fuser.last_events
         if events:
             self.store.write_events(events)
-        self._since_flush += len(tracklets)
-        if self._since_flush >= self.flush_every:
-            self.flush()
 
     def _replay(self) -> None:
         started = time.perf_counter()
