@@ -123,6 +123,13 @@ def test_people_unseen_for_long_retire_but_keep_their_ids():
     assert sorted(t for ts in fuser.identities().values() for t in ts) == ["A", "B"]
 
 
+def test_one_camera_sharing_a_single_frame_is_two_people():
+    a = TrackletView.of(walk("A", "cam1", 0, 5, (0, 0), (5, 0), look(1)))
+    b = TrackletView.of(walk("B", "cam1", 5, 5, (5, 0), (10, 0), look(1)))  # starts at A's end
+    assert a.t_end == b.t_start
+    assert relate(a, b, FusionConfig(), TransitTable(None)) is Relation.CONFLICT
+
+
 def test_relate_and_transit_learning():
     cfg = FusionConfig()
     a = TrackletView.of(walk("A", "cam1", 0, 5, (0, 0), (5, 0), look(1)))

@@ -169,6 +169,7 @@ def relate(
 ) -> Relation:
     """Whether ``a`` and ``b`` can be, or must be, the same person."""
     start, end = max(a.t_start, b.t_start), min(a.t_end, b.t_end)
-    if end > start:
+    # one shared frame is shared time too: one camera cannot see one person twice in it
+    if end > start or (end == start and a.camera_id == b.camera_id):
         return _shared_time(a, b, start, end, config)
     return _one_after_the_other(a, b, config, transits)
