@@ -43,10 +43,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from sightline.config import StorageConfig
-from sightline.tracking.sink import TRACKLET_SCHEMA
+from sightline.tracking.sink import TRACKLET_SCHEMA, tracklets_frame
 from sightline.tracking.tracklets import Tracklet
 
 __all__ = [
@@ -169,65 +168,8 @@ def _ground_summary(foot_world: np.ndarray) -> list[float]:
     return [*median.tolist(), *points[0].tolist(), *points[-1].tolist()]
 
 
-def _us(seconds: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(seconds, dtype=np.float64) * 1_000_000).astype(np.int64)
-
-
-def _list_column(arrays: list[np.ndarray], dtype: type) -> pa.Array:
-    """Per-row 1-D or 2-D arrays as an Arrow ``list<x>`` or ``list<list<x>>`` column,
-    built from flat buffers (no per-value Python objects)."""
-    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
-    outer = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    flat = pa.array(np.concatenate([np.ravel(a).astype(dtype) for a in arrays]))
-    if arrays[0].ndim == 1:
-        return pa.ListArray.from_arrays(outer, flat)
-    widths = np.concatenate([np.full(len(a), a.shape[1], np.int64) for a in arrays])
-    inner = pa.array(np.concatenate([[0], np.cumsum(widths)]).astype(np.int32))
-    return pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, flat))
-
-
-def tracklet_rows(tracklets: list[Tracklet], thumbnails: list[str | None]) -> pl.DataFrame:
-    """Tracklets as :data:`~sightline.tracking.sink.TRACKLET_SCHEMA` rows (``thumbnails``:
-    one ref or None each); equal to ``tracklets_frame`` of the tracking sink, built
-    columnar, an order of magnitude faster for long tracklets."""
-    if not tracklets:
-        return pl.DataFrame(schema=TRACKLET_SCHEMA)
-    scalars = {
-        name: [getattr(t, name) for t in tracklets]
-        for name in (
-            "tracklet_id",
-            "camera_id",
-            "track_id",
-            "version",
-            "final",
-            "upper_colour",
-            "upper_colour_confidence",
-            "lower_colour",
-            "lower_colour_confidence",
-            "height_m",
-            "quality",
-        )
-    }
-    arrow = {
-        "ts": _list_column([_us(t.ts) for t in tracklets], np.int64),
-        **{
-            name: _list_column([getattr(t, name) for t in tracklets], np.float32)
-            for name in ("boxes", "scores", "foot_px", "foot_world", "embeddings", "embedding_mean")
-        },
-    }
-    columns: dict[str, Any] = {
-        **scalars,
-        "t_start": [int(_us(t.ts[0])) for t in tracklets],
-        "t_end": [int(_us(t.ts[-1])) for t in tracklets],
-        "n_frames": [len(t.ts) for t in tracklets],
-        **{name: pl.from_arrow(column) for name, column in arrow.items()},
-        "thumbnail": thumbnails,
-    }
-    frame = pl.DataFrame(columns).with_columns(
-        pl.col("t_start", "t_end").cast(_UTC_US),
-        pl.col("ts").cast(pl.List(_UTC_US)),
-    )
-    return frame.select(list(TRACKLET_SCHEMA)).cast(TRACKLET_SCHEMA)  # type: ignore[arg-type]
+# the store's tracklet rows are the tracking sink's table (one builder for both)
+tracklet_rows = tracklets_frame
 
 
 def sightings_frame(

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from sightline.ingest.sink import PartFolder
 from sightline.tracking.tracklets import Tracklet
@@ -92,27 +95,70 @@ class TeeTrackletSink:
                 await result
 
 
-def _us(seconds: float) -> int:
-    return round(seconds * 1_000_000)
+_UTC_US = pl.Datetime("us", "UTC")
+_SCALAR_COLUMNS = (
+    "tracklet_id",
+    "camera_id",
+    "track_id",
+    "version",
+    "final",
+    "upper_colour",
+    "upper_colour_confidence",
+    "lower_colour",
+    "lower_colour_confidence",
+    "height_m",
+    "quality",
+)
+_ARRAY_COLUMNS = ("boxes", "scores", "foot_px", "foot_world", "embeddings", "embedding_mean")
 
 
-def tracklets_frame(tracklets: list[Tracklet], thumbnails: list[str]) -> pl.DataFrame:
-    """Tracklets as rows of :data:`TRACKLET_SCHEMA` (``thumbnails``: one path each)."""
-    rows = []
-    for tracklet, thumb in zip(tracklets, thumbnails, strict=True):
-        row = tracklet.to_row()
-        row["t_start"], row["t_end"] = _us(tracklet.t_start), _us(tracklet.t_end)
-        row["ts"] = [_us(t) for t in tracklet.ts.tolist()]
-        row["thumbnail"] = thumb
-        rows.append(row)
-    time_columns = ("t_start", "t_end", "ts")
-    schema = {k: (pl.Int64() if k in time_columns[:2] else v) for k, v in TRACKLET_SCHEMA.items()}
-    schema["ts"] = pl.List(pl.Int64())
-    frame = pl.DataFrame(rows, schema=schema)
-    return frame.with_columns(
-        pl.col("t_start", "t_end").cast(pl.Datetime("us", "UTC")),
-        pl.col("ts").cast(pl.List(pl.Datetime("us", "UTC"))),
+def _us(seconds: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(seconds, dtype=np.float64) * 1_000_000).astype(np.int64)
+
+
+def _list_column(arrays: list[np.ndarray], dtype: type) -> pa.Array:
+    """Per-row 1-D or 2-D arrays as an Arrow ``list<x>`` or ``list<list<x>>`` column,
+    built from flat buffers (no per-value Python objects)."""
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, len(arrays))
+    outer = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    flat = pa.array(np.concatenate([np.ravel(a).astype(dtype) for a in arrays]))
+    if arrays[0].ndim == 1:
+        return pa.ListArray.from_arrays(outer, flat)
+    widths = np.concatenate([np.full(len(a), a.shape[1], np.int64) for a in arrays])
+    inner = pa.array(np.concatenate([[0], np.cumsum(widths)]).astype(np.int32))
+    return pa.ListArray.from_arrays(outer, pa.ListArray.from_arrays(inner, flat))
+
+
+def tracklets_frame(
+    tracklets: Sequence[Tracklet], thumbnails: Sequence[str | None]
+) -> pl.DataFrame:
+    """Tracklets as rows of :data:`TRACKLET_SCHEMA` (``thumbnails``: one path or None each).
+
+    Built column by column from the arrays (an order of magnitude faster than row dicts
+    for long tracklets).
+    """
+    if not tracklets:
+        return pl.DataFrame(schema=TRACKLET_SCHEMA)
+    arrays = {
+        "ts": _list_column([_us(t.ts) for t in tracklets], np.int64),
+        **{
+            name: _list_column([getattr(t, name) for t in tracklets], np.float32)
+            for name in _ARRAY_COLUMNS
+        },
+    }
+    columns: dict[str, Any] = {
+        **{name: [getattr(t, name) for t in tracklets] for name in _SCALAR_COLUMNS},
+        "t_start": [int(_us(t.ts[0])) for t in tracklets],
+        "t_end": [int(_us(t.ts[-1])) for t in tracklets],
+        "n_frames": [len(t.ts) for t in tracklets],
+        **{name: pl.from_arrow(column) for name, column in arrays.items()},
+        "thumbnail": list(thumbnails),
+    }
+    frame = pl.DataFrame(columns).with_columns(
+        pl.col("t_start", "t_end").cast(_UTC_US),
+        pl.col("ts").cast(pl.List(_UTC_US)),
     )
+    return frame.select(list(TRACKLET_SCHEMA)).cast(TRACKLET_SCHEMA)  # type: ignore[arg-type]
 
 
 class ParquetTrackletSink:

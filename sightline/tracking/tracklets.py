@@ -93,32 +93,6 @@ class Tracklet:
         """Last observation, epoch seconds."""
         return float(self.ts[-1])
 
-    def to_row(self) -> dict[str, Any]:
-        """A flat dict of Python values (lists for arrays) for a table row."""
-        return {
-            "tracklet_id": self.tracklet_id,
-            "camera_id": self.camera_id,
-            "track_id": self.track_id,
-            "version": self.version,
-            "final": self.final,
-            "t_start": self.t_start,
-            "t_end": self.t_end,
-            "n_frames": len(self.ts),
-            "ts": self.ts.tolist(),
-            "boxes": self.boxes.tolist(),
-            "scores": self.scores.tolist(),
-            "foot_px": self.foot_px.tolist(),
-            "foot_world": self.foot_world.tolist(),
-            "embeddings": self.embeddings.tolist(),
-            "embedding_mean": self.embedding_mean.tolist(),
-            "upper_colour": self.upper_colour,
-            "upper_colour_confidence": self.upper_colour_confidence,
-            "lower_colour": self.lower_colour,
-            "lower_colour_confidence": self.lower_colour_confidence,
-            "height_m": self.height_m,
-            "quality": self.quality,
-        }
-
 
 @dataclass
 class Crop:
