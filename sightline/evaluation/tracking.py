@@ -609,7 +609,9 @@ def _tracklet_scores(
         detections = [dets for _, _, dets in camera.detections]
         video = site / "videos" / f"{camera.camera_id}.mp4"
         cam = site_config.camera(camera.camera_id)
-        tables.append(tracklets_for_camera(video, cam, detections, embedder, tracking))
+        tables.append(
+            tracklets_for_camera(video, cam, detections, embedder, tracking, camera.embeddings)
+        )
     return score_tracklets(
         pl.concat(tables),
         pl.read_parquet(site / "gt" / "boxes.parquet"),

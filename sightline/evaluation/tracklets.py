@@ -67,9 +67,11 @@ def build_tracklets(
     detections: Sequence[Detections],
     embedder: EmbedderBackend,
     config: TrackingConfig | None = None,
+    embeddings: Sequence[np.ndarray] | None = None,
 ) -> list[Tracklet]:
     """Every tracklet version one camera emits, in emission order; ``detections[i]``
-    belongs to frame ``i`` of ``video``."""
+    belongs to frame ``i`` of ``video``; ``embeddings[i]``, when given, are its
+    detections' vectors (so they are not computed again)."""
     sink = _MemorySink()
 
     async def embed(crops: list[np.ndarray]) -> np.ndarray:
@@ -84,7 +86,8 @@ def build_tracklets(
                 break
             ts = start + timedelta(seconds=index / camera.fps)
             frame = Frame(image, ts, index / camera.fps, index)
-            await stage.write(camera.id, frame, detections[index])
+            vectors = None if embeddings is None else embeddings[index]
+            await stage.write(camera.id, frame, detections[index], vectors)
         await stage.close()
 
     asyncio.run(run())
@@ -97,9 +100,10 @@ def tracklets_for_camera(
     detections: Sequence[Detections],
     embedder: EmbedderBackend,
     config: TrackingConfig | None = None,
+    embeddings: Sequence[np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Latest tracklet versions of one camera, as a table (see :func:`build_tracklets`)."""
-    tracklets = build_tracklets(video, camera, detections, embedder, config)
+    tracklets = build_tracklets(video, camera, detections, embedder, config, embeddings)
     return latest_versions(tracklets_frame(tracklets, [""] * len(tracklets)))
 
 

@@ -69,14 +69,25 @@ class TrackingStage:
             "last_embed_error": None,
         }
 
-    async def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
-        """Track one frame (frames arrive in order, once each)."""
+    async def write(
+        self,
+        camera_id: str,
+        frame: Frame,
+        detections: Detections,
+        embeddings: np.ndarray | None = None,
+    ) -> None:
+        """Track one frame (frames arrive in order, once each).
+
+        ``embeddings`` (a row per detection) may be given when they are already known;
+        otherwise, with the appearance cue on, the detections' crops are embedded here.
+        """
         if self._detections is not None:
             self._detections.write(camera_id, frame, detections)
         ts = frame.ts.timestamp()
         self._last_ts = ts
-        embeddings = None
-        if self.config.appearance and len(detections):
+        if not self.config.appearance:
+            embeddings = None
+        elif embeddings is None and len(detections):
             crops = [crop_box(frame.image, box) for box in detections.xyxy]
             embeddings = await self._embed_or_none(crops)
         step = self._tracker.update(detections, ts, embeddings)
