@@ -23,7 +23,7 @@ import ray
 from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
-from actors.coordinator import CoordinatorSink
+from actors.coordinator import CoordinatorSink, GroundSender
 from sightline.config import CameraConfig, TrackingConfig
 from sightline.ingest import DetectionSink, Frame, FrameReader, ParquetDetectionSink
 from sightline.ingest.reader import Mode, ReaderSettings
@@ -72,6 +72,7 @@ class CameraActor:
         self._detector = detector
         self._tracking: TrackingStage | None = None
         self._to_coordinator: CoordinatorSink | None = None
+        self._ground: GroundSender | None = None
         if sink is None:
             sink = ParquetDetectionSink(str(out_dir), camera.id, flush_every)
             if embedder is not None:
@@ -79,8 +80,14 @@ class CameraActor:
                 if coordinator is not None:
                     self._to_coordinator = CoordinatorSink(coordinator)
                     tracklet_sink = TeeTrackletSink(tracklet_sink, self._to_coordinator)
+                    self._ground = GroundSender(coordinator, camera.id)
                 sink = self._tracking = TrackingStage(
-                    camera, embedder.embed.remote, tracklet_sink, config=tracking, detections=sink
+                    camera,
+                    embedder.embed.remote,
+                    tracklet_sink,
+                    config=tracking,
+                    detections=sink,
+                    ground=self._ground.add if self._ground else None,
                 )
         self._sink = sink
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -120,6 +127,8 @@ class CameraActor:
         finally:
             await asyncio.to_thread(self._reader.stop)
             await self._call_sink(self._sink.close)
+            if self._ground is not None:
+                await self._call_sink(self._ground.close)
         return await self.health()
 
     async def stop(self) -> None:
@@ -134,6 +143,7 @@ class CameraActor:
             **self._stats,
             **(self._tracking.stats if self._tracking else {}),
             **(self._to_coordinator.stats if self._to_coordinator else {}),
+            **(self._ground.stats if self._ground else {}),
             "last_detector_error": self._last_detector_error,
             "last_sink_error": self._last_sink_error,
         }

@@ -1,13 +1,17 @@
-"""The coordinator actor: one per site, fusing every camera's tracklets into people.
+"""The coordinator actor: one per site, fusing every camera's tracklets into people and
+counting crowd density.
 
 A thin Ray layer over :class:`~sightline.fusion.service.FusionService` (durable
-write-ahead log, fusion, Parquet store). It restarts on failure (``max_restarts``) and
-replays its log in ``__init__``, so an acknowledged batch is never lost. Calls run one
-at a time in arrival order (a synchronous actor), which keeps fusion deterministic.
+write-ahead log, fusion, Parquet store) and
+:class:`~sightline.density.service.DensityService` (zone counts, alerts; same store).
+It restarts on failure (``max_restarts``) and replays its log in ``__init__``, so an
+acknowledged batch is never lost. Calls run one at a time in arrival order (a
+synchronous actor), which keeps fusion deterministic.
 
 Cameras reach it through :class:`CoordinatorSink`, a tracklet sink that retries a batch
 until the coordinator acknowledges it; ingest is idempotent, so a retry of a batch that
-was in fact stored is harmless.
+was in fact stored is harmless. Their per-frame ground points for density go through
+:class:`GroundSender`, best effort (a lost batch lowers a few seconds' counts).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import ray
 from ray.actor import ActorHandle
 
 from sightline.config import SiteConfig
+from sightline.density.counting import GroundFrame
+from sightline.density.service import DensityService
 from sightline.fusion.service import FusionService
 from sightline.tracking.tracklets import Tracklet
 
-__all__ = ["Coordinator", "CoordinatorSink", "start_coordinator"]
+__all__ = ["Coordinator", "CoordinatorSink", "GroundSender", "start_coordinator"]
 
 COORDINATOR_NUM_CPUS = 0.25
 
@@ -36,10 +42,33 @@ class Coordinator:
 
     def __init__(self, site: SiteConfig, wal_dir: str, store_root: str) -> None:
         self._service = FusionService(site, wal_dir, store_root)
+        self._density = DensityService(
+            site, self._service.store, identity=self._service.fuser.global_id
+        )
 
     def ingest(self, tracklets: list[Tracklet]) -> dict[str, int]:
         """Durably append, fuse and store; the return value is the acknowledgement."""
         return self._service.ingest(tracklets)
+
+    def observe_ground(self, frames: list[GroundFrame]) -> int:
+        """Count a batch of ground frames; returns how many seconds became final."""
+        return self._density.observe(frames)
+
+    def finish_camera(self, camera_id: str) -> int:
+        """A camera's stream ended: its absence no longer holds density counts back."""
+        return self._density.finish_camera(camera_id)
+
+    def close_density(self) -> int:
+        """Count every second still held (all streams are over)."""
+        return self._density.close()
+
+    def density(self) -> dict[str, dict[str, Any]]:
+        """The newest final second of each zone (count, density, coverage, ...)."""
+        return self._density.latest()
+
+    def density_alerts(self, since: int = 0) -> list[dict[str, Any]]:
+        """Alert rows numbered after ``since`` (poll with the last ``seq`` seen)."""
+        return [a.__dict__ for a in self._density.alerts_since(since)]
 
     def flush(self) -> int:
         """Write buffered store rows now."""
@@ -55,8 +84,8 @@ class Coordinator:
         return [e.__dict__ for e in self._service.fuser.recent_events]
 
     def health(self) -> dict[str, Any]:
-        """Counters, identities, events, replay and log damage."""
-        return self._service.health()
+        """Counters, identities, events, replay and log damage; density counters."""
+        return {**self._service.health(), "density": self._density.health()}
 
 
 def start_coordinator(
@@ -126,3 +155,45 @@ class CoordinatorSink:
                 continue
             self._queue.popleft()
             self.stats["batches_acknowledged"] += 1
+
+
+class GroundSender:
+    """A camera's ground frames to the coordinator, a batch per ``batch_s`` of stream time.
+
+    Density is best effort: a batch the coordinator cannot take (it is restarting) is
+    dropped and counted, never retried, so a camera never waits on density.
+    :meth:`close` sends the rest and tells the coordinator the camera has finished.
+    """
+
+    def __init__(self, coordinator: ActorHandle, camera_id: str, batch_s: float = 1.0) -> None:
+        self._coordinator = coordinator
+        self.camera_id = camera_id
+        self.batch_s = batch_s
+        self._batch: list[GroundFrame] = []
+        self.stats = {"ground_batches_sent": 0, "ground_batches_lost": 0}
+        self.last_error: str | None = None
+
+    async def add(self, frame: GroundFrame) -> None:
+        """Queue one frame; send the batch once it spans ``batch_s``."""
+        self._batch.append(frame)
+        if frame.ts - self._batch[0].ts >= self.batch_s:
+            await self._send()
+
+    async def close(self) -> None:
+        """Send what is queued and mark the camera finished."""
+        await self._send()
+        try:
+            await self._coordinator.finish_camera.remote(self.camera_id)
+        except Exception as exc:  # density must not fail the camera
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    async def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            await self._coordinator.observe_ground.remote(batch)
+            self.stats["ground_batches_sent"] += 1
+        except Exception as exc:  # density must not fail the camera
+            self.stats["ground_batches_lost"] += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]

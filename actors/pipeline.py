@@ -100,8 +100,9 @@ def run_pipeline(
     """Run every enabled camera of ``site`` to the end of its recording; returns a summary.
 
     ``track=False`` stops after detection (no tracker, no embedder, no coordinator).
-    With tracking, a coordinator fuses the cameras into people: its write-ahead log is
-    ``<out_dir>/wal`` and its store ``store_root`` (default ``<out_dir>/store``).
+    With tracking, a coordinator fuses the cameras into people and counts crowd density:
+    its write-ahead log is ``<out_dir>/wal`` and its store ``store_root`` (default
+    ``<out_dir>/store``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,11 +131,16 @@ def run_pipeline(
                 log(_progress_line(list(final.values()) + live))
         stats = handles.detector.stats.remote().result()
         embed_stats = handles.embedder.stats.remote().result() if track else None
-        fusion = None
+        fusion = density = None
         if coordinator is not None:
+            ray.get(coordinator.close_density.remote())
             ray.get(coordinator.flush.remote())
             fusion = ray.get(coordinator.health.remote())
             fusion["store"] = str(store)
+            density = {
+                "health": fusion.pop("density"),
+                "alerts": ray.get(coordinator.density_alerts.remote()),
+            }
     finally:
         for actor in actors.values():
             ray.kill(actor)
@@ -152,6 +158,7 @@ def run_pipeline(
         "detector_batches": stats,
         "embedder_batches": embed_stats,
         "fusion": fusion,
+        "density": density,
     }
 
 

@@ -19,9 +19,11 @@ import polars as pl
 
 from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
+from sightline.density.commands import add_density_commands
 from sightline.evaluation import EvaluationError
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
+from sightline.store.tables import StoreError
 from sightline.training.sites import ensure_site
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "sightline" / "sites"
@@ -250,6 +252,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = run_eval_fusion(args.preset, args.seed, args.data, detector_weights=args.weights)
         print(json.dumps(result, indent=2))
         return 0
+    if args.model == "density":
+        from sightline.evaluation.density import run_eval_density
+
+        result = run_eval_density(args.preset, args.seed, args.data, detector_weights=args.weights)
+        print(json.dumps(result, indent=2))
+        return 0
     run = run_eval_detector if args.model == "detector" else run_eval_reid
     print(json.dumps(run(args.preset, args.seed, args.data, weights=args.weights), indent=2))
     return 0
@@ -281,6 +289,14 @@ def _cmd_bench_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_density(args: argparse.Namespace) -> int:
+    from sightline.density.bench import bench_density
+
+    result = bench_density(zones=args.zones, hours=args.hours, bucket_s=args.bucket)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_tracking(args: argparse.Namespace) -> int:
     _require_eval_extra()
     from sightline.tracking.bench import bench_tracking
@@ -305,7 +321,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval", help="score a built-in model or the tracker on a held-out synthetic site"
     )
-    ev.add_argument("model", choices=["detector", "reid", "tracking", "fusion"])
+    ev.add_argument("model", choices=["detector", "reid", "tracking", "fusion", "density"])
     ev.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ev.add_argument("--seed", type=int, default=21)
     ev.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
@@ -331,33 +347,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_cmd_eval)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sightline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sim = sub.add_parser("simulate", help="render a synthetic site with ground truth")
-    sim.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--out", type=Path, required=True, help="output folder")
-    sim.add_argument("--workers", type=int, default=None, help="render processes (default: cores)")
-    sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.set_defaults(func=_cmd_simulate)
-
-    demo = sub.add_parser("demo", help="run the main job on the built-in synthetic site")
-    demo.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: a temp dir)")
-    demo.add_argument("--workers", type=int, default=None)
-    demo.set_defaults(func=_cmd_demo)
-
-    config = sub.add_parser("config", help="site config tools")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate a site config and summarise it")
-    check.add_argument("file", type=Path)
-    check.set_defaults(func=_cmd_config_check)
-    schema = config_sub.add_parser("schema", help="print the site config's JSON schema")
-    schema.set_defaults(func=_cmd_config_schema)
-
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks, printed as JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     bsim = bench_sub.add_parser("sim", help="simulator speed vs. encode-only baseline")
@@ -388,8 +378,46 @@ def _build_parser() -> argparse.ArgumentParser:
     bfuse.add_argument("--history", type=int, nargs="+", default=[10_000, 100_000])
     bfuse.add_argument("--window", type=int, default=2000, help="tracklets timed per checkpoint")
     bfuse.set_defaults(func=_cmd_bench_fusion)
+    bdens = bench_sub.add_parser(
+        "density", help="zone-count query time over a day of per-second counts"
+    )
+    bdens.add_argument("--zones", type=int, default=100)
+    bdens.add_argument("--hours", type=float, default=24.0)
+    bdens.add_argument("--bucket", type=int, default=60, help="query bucket, seconds")
+    bdens.set_defaults(func=_cmd_bench_density)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sightline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="render a synthetic site with ground truth")
+    sim.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--out", type=Path, required=True, help="output folder")
+    sim.add_argument("--workers", type=int, default=None, help="render processes (default: cores)")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_cmd_simulate)
+
+    demo = sub.add_parser("demo", help="run the main job on the built-in synthetic site")
+    demo.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: a temp dir)")
+    demo.add_argument("--workers", type=int, default=None)
+    demo.set_defaults(func=_cmd_demo)
+
+    config = sub.add_parser("config", help="site config tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a site config and summarise it")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the site config's JSON schema")
+    schema.set_defaults(func=_cmd_config_schema)
+
+    _add_bench_commands(sub)
     _add_model_commands(sub)
     _add_pipeline_commands(sub)
+    add_density_commands(sub)
     return parser
 
 
@@ -402,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SimulationError,
         EvaluationError,
         FileNotFoundError,
+        StoreError,
+        ValueError,  # our bad-argument errors name the argument and the value
     )
     try:
         return func(args)

@@ -44,6 +44,7 @@ __all__ = [
     "CameraConfig",
     "CameraDefaults",
     "ConfigError",
+    "DensityConfig",
     "FusionConfig",
     "ModelsConfig",
     "SecurityConfig",
@@ -646,6 +647,60 @@ class FusionConfig(_Strict):
     )
 
 
+# --------------------------------------------------------------------------- density
+
+
+class DensityConfig(_Strict):
+    """How the coordinator counts people per zone across overlapping cameras.
+
+    Each description says what raising the value does.
+    """
+
+    dedup_radius_m: float = Field(
+        0.7,
+        gt=0,
+        le=5,
+        description="Two cameras seeing people this close on the ground in the same frame "
+        "time see one person (counted once). Raising it merges more double views and also "
+        "more true neighbours in a dense crowd.",
+    )
+    coverage_cell_m: float = Field(
+        0.25,
+        gt=0,
+        le=5,
+        description="Grid step used to measure how much of a zone the cameras see. Raising "
+        "it is cheaper and coarser.",
+    )
+    view_margin_px: float = Field(
+        4.0,
+        ge=0,
+        le=200,
+        description="A ground point counts as seen by a camera only if its image lies this "
+        "far inside the frame.",
+    )
+    max_view_distance_m: float | None = Field(
+        40.0,
+        gt=0,
+        description="Ground distance from a camera beyond which it is not trusted to see "
+        "people (too small to detect); null for no limit. Raising it claims more coverage.",
+    )
+    camera_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A second is counted once every camera has reported past it; a camera "
+        "that has sent nothing for this long (wall time) no longer holds the counts back, "
+        "and its absence shows as lower coverage. Raising it waits longer for a stalled "
+        "camera and delays live counts and alerts.",
+    )
+    heatmap_cell_m: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="Cell size of occupancy heatmaps. Raising it gives coarser, smoother maps.",
+    )
+
+
 # --------------------------------------------------------------------------- storage, security
 
 
@@ -717,6 +772,7 @@ class SiteConfig(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    density: DensityConfig = Field(default_factory=DensityConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 

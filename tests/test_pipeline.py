@@ -113,3 +113,22 @@ def test_coordinator_fuses_every_tracklet_into_the_store(pipeline_run):
     assert 1 <= fusion["identities"] < versions["tracklet_id"].n_unique()
     for cam in summary["cameras"]:
         assert cam["batches_acknowledged"] > 0 and cam["unacknowledged"] == 0
+
+
+def test_coordinator_counts_zone_density_into_the_store(pipeline_run, tiny_site: Path):
+    from sightline.density.queries import zone_counts
+
+    summary, _, site = pipeline_run
+    density = summary["density"]["health"]
+    truth = pl.read_parquet(tiny_site / "gt" / "zone_counts.parquet")
+    assert density["density_late_frames"] == 0
+    assert density["seconds_stored"] >= truth["ts"].n_unique()
+    for cam in summary["cameras"]:
+        assert cam["ground_batches_sent"] > 0 and cam["ground_batches_lost"] == 0
+    ours = zone_counts(summary["fusion"]["store"], truth["ts"].min(), truth["ts"].max())
+    assert set(ours["zone_id"]) == {z.id for z in site.zones}
+    joined = truth.join(ours, on=["zone_id", "ts"], how="left")
+    assert joined["count"].null_count() == 0  # every true second was counted
+    # the tiny site's people are counted roughly right (the accuracy figure is `eval density`)
+    error = (joined["count"] - joined["mean_count"]).abs().mean()
+    assert error < 1.0, joined.select("zone_id", "ts", "count", "mean_count")

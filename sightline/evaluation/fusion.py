@@ -29,6 +29,7 @@ from sightline.evaluation.tracking import (
     _load_detector,
     _site_cameras,
     score_tracks,
+    weights_key,
 )
 from sightline.evaluation.tracklets import build_tracklets, tracklet_frames
 from sightline.fusion.calibration import AppearanceCalibration
@@ -110,7 +111,7 @@ def run_eval_fusion(
     preset: str, seed: int, data_dir: Path, detector_weights: Path | None = None
 ) -> dict[str, Any]:
     """Cross-camera IDF1, identity precision/recall and merges/splits on site (preset, seed)."""
-    detector, meta, _ = _load_detector(detector_weights)
+    detector, meta, weights_path = _load_detector(detector_weights)
     used = set(meta.get("train_seeds", TRAIN_SEEDS)) | {VALIDATION_SEED}
     if seed in used:
         raise EvaluationError(
@@ -119,7 +120,9 @@ def run_eval_fusion(
         )
     site = ensure_site(data_dir, preset, seed)
     site_cfg = load_site_config(site / "site.yaml")
-    cameras = _site_cameras(site, detector, site_cfg.tracking.tracker.low_score)
+    cameras = _site_cameras(
+        site, detector, site_cfg.tracking.tracker.low_score, weights_key(weights_path)
+    )
     embedder = _builtin_embedder()
     tracklets: list[Tracklet] = []
     for camera in tqdm(cameras, desc="tracklets", unit="camera", file=sys.stderr):

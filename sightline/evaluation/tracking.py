@@ -31,6 +31,7 @@ separate association from detection quality), or a MOTChallenge ``det.txt``.
 from __future__ import annotations
 
 import configparser
+import hashlib
 import inspect
 import sys
 from collections import defaultdict
@@ -538,7 +539,56 @@ def _load_detector(weights: Path | None) -> tuple[Any, dict[str, Any], Path]:
     return BuiltinDetector(net, width, DETECTOR_SCORE_THRESHOLD, prefer_gpu=False), meta, path
 
 
-def _site_cameras(site: Path, detector: Any, low_score: float) -> list[_Camera]:
+def weights_key(path: Path) -> str:
+    """A short content hash of a weights file: detections cached under it are reused
+    only with the very same weights."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _detect_cached(
+    video: Path, detector: Any, cache_key: str | None, bar: tqdm
+) -> tuple[list[int], list[Detections], tuple[int, int]]:
+    """``detect_video``, cached beside the site under ``cache/`` when ``cache_key`` is
+    given (the weights' hash; a re-rendered video has a new size or time and misses)."""
+    if cache_key is None:
+        return detect_video(video, detector, 16, bar)
+    stat = video.stat()
+    cache = (
+        video.parent.parent
+        / "cache"
+        / (f"det-{video.stem}-{cache_key}-{stat.st_size}-{int(stat.st_mtime)}.parquet")
+    )
+    if cache.is_file():
+        table = pl.read_parquet(cache)
+        h, w = (int(v) for v in table["size"][0])
+        dets = [
+            Detections.from_arrays(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(s))
+            for b, s in zip(table["boxes"].to_list(), table["scores"].to_list(), strict=True)
+        ]
+        bar.update(len(dets))
+        return table["frame_index"].to_list(), dets, (h, w)
+    indices, dets, size = detect_video(video, detector, 16, bar)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(
+        {
+            "frame_index": indices,
+            "boxes": [d.xyxy.reshape(-1).tolist() for d in dets],
+            "scores": [d.scores.tolist() for d in dets],
+            "size": [list(size)] * len(dets),
+        },
+        schema={
+            "frame_index": pl.Int64,
+            "boxes": pl.List(pl.Float32),
+            "scores": pl.List(pl.Float32),
+            "size": pl.List(pl.Int64),
+        },
+    ).write_parquet(cache)
+    return indices, dets, size
+
+
+def _site_cameras(
+    site: Path, detector: Any, low_score: float, cache_key: str | None = None
+) -> list[_Camera]:
     fps = {c.id: c.fps for c in load_site_config(site / "site.yaml").cameras}
     times = _timestamps(site)
     truth = _site_truth(site)
@@ -546,8 +596,8 @@ def _site_cameras(site: Path, detector: Any, low_score: float) -> list[_Camera]:
     total = sum(len(t) for t in times.values())
     with tqdm(total=total, desc="detecting", unit="frame", file=sys.stderr) as bar:
         for camera in sorted(fps):
-            indices, dets, (h, w) = detect_video(
-                site / "videos" / f"{camera}.mp4", detector, 16, bar
+            indices, dets, (h, w) = _detect_cached(
+                site / "videos" / f"{camera}.mp4", detector, cache_key, bar
             )
             ts = times.get(camera, np.zeros(0))
             ts = np.concatenate(
@@ -708,7 +758,7 @@ def _run_site(
     detector, meta, weights_path = _load_detector(weights)
     _check_held_out(seed, meta)
     site = ensure_site(data_dir, preset, seed)
-    cameras = _site_cameras(site, detector, config.low_score)
+    cameras = _site_cameras(site, detector, config.low_score, weights_key(weights_path))
     if appearance:
         _embed_detections(site, cameras)
     runs = _track_site(cameras, seed, config)

@@ -32,7 +32,7 @@ from sightline.evaluation.matching import box_iou
 from sightline.ingest.reader import Frame
 from sightline.models.core import Detections, EmbedderBackend
 from sightline.tracking.sink import latest_versions, tracklets_frame
-from sightline.tracking.stage import TrackingStage
+from sightline.tracking.stage import GroundFn, TrackingStage
 from sightline.tracking.tracklets import Tracklet
 from sightline.training.data import read_frames
 
@@ -68,16 +68,18 @@ def build_tracklets(
     embedder: EmbedderBackend,
     config: TrackingConfig | None = None,
     embeddings: Sequence[np.ndarray] | None = None,
+    ground: GroundFn | None = None,
 ) -> list[Tracklet]:
     """Every tracklet version one camera emits, in emission order; ``detections[i]``
     belongs to frame ``i`` of ``video``; ``embeddings[i]``, when given, are its
-    detections' vectors (so they are not computed again)."""
+    detections' vectors (so they are not computed again); ``ground`` receives every
+    frame's tracked people on the ground, as the camera actor sends them."""
     sink = _MemorySink()
 
     async def embed(crops: list[np.ndarray]) -> np.ndarray:
         return embedder.embed(crops)
 
-    stage = TrackingStage(camera, embed, sink, config=config, run_id="eval")
+    stage = TrackingStage(camera, embed, sink, config=config, ground=ground, run_id="eval")
     start = camera.source_start or datetime(2000, 1, 1, tzinfo=UTC)
 
     async def run() -> None:

@@ -10,6 +10,10 @@ Layout under ``root`` (``date`` is the UTC date of :data:`DATE_COLUMN`)::
     sightings/date=YYYY-MM-DD/camera_id=<id>/part-<n>.parquet   SIGHTING_SCHEMA
     identities/date=YYYY-MM-DD/part-<n>.parquet                  IDENTITY_SCHEMA
     events/date=YYYY-MM-DD/part-<n>.parquet                      EVENT_SCHEMA
+    zone_counts/date=YYYY-MM-DD/part-<n>.parquet                 ZONE_COUNT_SCHEMA
+    camera_counts/date=YYYY-MM-DD/camera_id=<id>/part-<n>.parquet CAMERA_COUNT_SCHEMA
+    ground_points/date=YYYY-MM-DD/part-<n>.parquet               GROUND_POINT_SCHEMA
+    density_alerts/date=YYYY-MM-DD/part-<n>.parquet              DENSITY_ALERT_SCHEMA
     thumbnails/camera_id=<id>/<tracklet_id>.jpg
 
 The tables are append-only logs of facts; readers take the newest row per key: the
@@ -51,7 +55,10 @@ from sightline.tracking.tracklets import Tracklet
 __all__ = [
     "DATE_COLUMN",
     "EVENT_KINDS",
+    "CAMERA_COUNT_SCHEMA",
+    "DENSITY_ALERT_SCHEMA",
     "EVENT_SCHEMA",
+    "GROUND_POINT_SCHEMA",
     "IDENTITY_SCHEMA",
     "PARTITIONS",
     "SIGHTING_SCHEMA",
@@ -62,6 +69,7 @@ __all__ = [
     "sightings_frame",
     "thumbnail_ref",
     "tracklet_rows",
+    "ZONE_COUNT_SCHEMA",
 ]
 
 _UTC_US = pl.Datetime("us", "UTC")
@@ -113,11 +121,70 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
 }
 """Fusion events, one per ``seq``: ``kind`` is one of :data:`EVENT_KINDS`."""
 
+ZONE_COUNT_SCHEMA: dict[str, pl.DataType] = {
+    "zone_id": pl.String(),
+    "ts": _UTC_US,
+    "count": pl.Float32(),
+    "peak": pl.Int32(),
+    "density_per_m2": pl.Float32(),
+    "coverage": pl.Float32(),
+    "naive_count": pl.Float32(),
+    "n_cameras": pl.Int16(),
+    "frames": pl.Int16(),
+}
+"""People in a zone during the second starting at ``ts``, counted once across cameras:
+``count`` is the mean over the second's frame times, ``peak`` the most at one time,
+``density_per_m2`` is ``count`` over the zone's area. ``coverage`` (0..1) is the share of
+the zone the reporting cameras see (below 1 the count misses whoever stands out of view);
+``naive_count`` sums every camera's own count (double views counted twice);
+``n_cameras`` cameras seeing part of the zone reported ``frames`` frame times."""
+
+CAMERA_COUNT_SCHEMA: dict[str, pl.DataType] = {
+    "camera_id": pl.String(),
+    "ts": _UTC_US,
+    "count": pl.Float32(),
+    "peak": pl.Int32(),
+    "frames": pl.Int16(),
+}
+"""People one camera sees (tracked, anywhere in view) during the second starting at
+``ts``: the mean and the most per frame over ``frames`` frames."""
+
+GROUND_POINT_SCHEMA: dict[str, pl.DataType] = {
+    "ts": _UTC_US,
+    "world_x": pl.Float32(),
+    "world_y": pl.Float32(),
+    "n_views": pl.Int8(),
+}
+"""Where people stood, one sample per second (the second's first frame time), each
+person once however many cameras saw them (``n_views``); heatmaps are made from it."""
+
+DENSITY_ALERT_SCHEMA: dict[str, pl.DataType] = {
+    "alert_id": pl.String(),
+    "zone_id": pl.String(),
+    "state": pl.String(),
+    "ts": _UTC_US,
+    "t_start": _UTC_US,
+    "t_peak": _UTC_US,
+    "t_end": _UTC_US,
+    "peak_density": pl.Float32(),
+    "peak_count": pl.Float32(),
+    "alert_density": pl.Float32(),
+    "clear_density": pl.Float32(),
+}
+"""Crowd alerts as a log: a ``start`` row when a zone's density has stayed above
+``alert_density`` for the hold time, an ``end`` row (with ``t_end``) once it has stayed
+below ``clear_density`` as long; ``peak_*`` as known at ``ts``. The newest row per
+``alert_id`` is the alert's state."""
+
 TABLES: dict[str, dict[str, pl.DataType]] = {
     "tracklets": TRACKLET_SCHEMA,
     "sightings": SIGHTING_SCHEMA,
     "identities": IDENTITY_SCHEMA,
     "events": EVENT_SCHEMA,
+    "zone_counts": ZONE_COUNT_SCHEMA,
+    "camera_counts": CAMERA_COUNT_SCHEMA,
+    "ground_points": GROUND_POINT_SCHEMA,
+    "density_alerts": DENSITY_ALERT_SCHEMA,
 }
 """Every table's file columns (the ``date`` partition column comes from the path)."""
 
@@ -126,6 +193,10 @@ PARTITIONS: dict[str, tuple[str, ...]] = {
     "sightings": ("date", "camera_id"),
     "identities": ("date",),
     "events": ("date",),
+    "zone_counts": ("date",),
+    "camera_counts": ("date", "camera_id"),
+    "ground_points": ("date",),
+    "density_alerts": ("date",),
 }
 """Hive partition columns of each table, outermost first."""
 
@@ -134,6 +205,10 @@ DATE_COLUMN = {
     "sightings": "t_start",
     "identities": "assigned_at",
     "events": "ts",
+    "zone_counts": "ts",
+    "camera_counts": "ts",
+    "ground_points": "ts",
+    "density_alerts": "ts",
 }
 """The time column whose UTC date is a row's ``date`` partition."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from sightline.config import CameraConfig, TrackingConfig
+from sightline.density.counting import GroundFrame
 from sightline.ingest.reader import Frame
 from sightline.ingest.sink import DetectionSink
 from sightline.models.core import Detections
@@ -28,17 +29,20 @@ from sightline.tracking.tracklets import (
     crops_to_embed,
 )
 
-__all__ = ["EmbedFn", "TrackingStage"]
+__all__ = ["EmbedFn", "GroundFn", "TrackingStage"]
 
 EmbedFn = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
+GroundFn = Callable[[GroundFrame], object]
 _MAX_RETRY_DRAFTS = 1000  # drafts kept for a retry while the embedder is down
 
 
 class TrackingStage:
     """Track one camera and emit its tracklets (see the module docstring).
 
-    ``detections`` optionally receives every frame's raw detections too. ``run_id``
-    makes tracklet ids unique across restarts (default: the start time in ms).
+    ``detections`` optionally receives every frame's raw detections too, and ``ground``
+    (sync or async) every frame's tracked people on the ground (:class:`GroundFrame`,
+    for crowd density). ``run_id`` makes tracklet ids unique across restarts (default:
+    the start time in ms).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class TrackingStage:
         *,
         config: TrackingConfig | None = None,
         detections: DetectionSink | None = None,
+        ground: GroundFn | None = None,
         run_id: str | None = None,
     ) -> None:
         self.camera_id = camera.id
@@ -56,6 +61,7 @@ class TrackingStage:
         self._embed = embed
         self._sink = tracklets
         self._detections = detections
+        self._ground = ground
         self._tracker = ByteTracker(self.config.tracker, fps=camera.fps, ids=IdCounter())
         run_id = run_id or str(int(time.time() * 1000))
         self._builder = TrackletBuilder(camera, self.config, run_id=run_id)
@@ -92,6 +98,10 @@ class TrackingStage:
             embeddings = await self._embed_or_none(crops)
         step = self._tracker.update(detections, ts, embeddings)
         self._builder.observe(ts, frame.image, step, detections.xyxy, embeddings)
+        if self._ground is not None:
+            ids = tuple(self._builder.tracklet_id(t) for t in step.track_ids.tolist())
+            points = self._builder.ground_points(step)
+            await _maybe_await(self._ground(GroundFrame(camera_id, ts, points, ids)))
         self.stats["tracks_active"] = len(self._tracker.active_ids)
         await self._emit(self._builder.collect(ts, step.ended))
 

@@ -186,6 +186,16 @@ class TrackletBuilder:
             self._camera = None  # heights unknown; everything else still works
         self._tracks: dict[int, _TrackRecord] = {}
 
+    def tracklet_id(self, track_id: int) -> str:
+        """The id of the tracklet of tracker track ``track_id``."""
+        return f"{self.camera_id}-{self.run_id}-{track_id}"
+
+    def ground_points(self, step: TrackerStep) -> np.ndarray:
+        """Ground points (M, 2) in metres of one step's tracked people (box foot-points)."""
+        if len(step) == 0:
+            return np.zeros((0, 2), np.float32)
+        return apply_homography(self._to_ground, box_foot_points(step.boxes)).astype(np.float32)
+
     def observe(
         self,
         ts: float,
@@ -253,7 +263,7 @@ class TrackletBuilder:
         lower = attributes.aggregate_colours([lo for _, lo, _ in rec.colours], weights)
         thumb = rec.crops[0]
         fields = {
-            "tracklet_id": f"{self.camera_id}-{self.run_id}-{rec.track_id}",
+            "tracklet_id": self.tracklet_id(rec.track_id),
             "camera_id": self.camera_id,
             "track_id": rec.track_id,
             "version": rec.version,
