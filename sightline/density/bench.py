@@ -34,7 +34,7 @@ from sightline.density.queries import (
 from sightline.store.queries import scan
 from sightline.store.tables import ZONE_COUNT_SCHEMA
 
-__all__ = ["TARGET_S", "bench_density"]
+__all__ = ["START", "TARGET_S", "baseline_zone_counts", "bench_density", "write_counts"]
 
 TARGET_S = 1.0
 """The target: a day of per-second counts bucketed in under this many seconds (median)."""
@@ -71,7 +71,11 @@ def _daily_profile(t_s: np.ndarray) -> np.ndarray:
 
 
 def _counts_part(
-    first_s: int, seconds: int, traits: dict[str, np.ndarray], names: pl.Series, rng: np.random.Generator
+    first_s: int,
+    seconds: int,
+    traits: dict[str, np.ndarray],
+    names: pl.Series,
+    rng: np.random.Generator,
 ) -> pl.DataFrame:
     """``seconds`` seconds of counts from epoch second ``first_s``, every zone each second."""
     zones = len(names)
@@ -117,16 +121,14 @@ def write_counts(root: Path, zones: int, seconds: int) -> int:
 # --------------------------------------------------------------------------- timing
 
 
-def baseline_zone_counts(
-    root: Path, start: datetime, end: datetime, bucket_s: int
-) -> pl.DataFrame:
+def baseline_zone_counts(root: Path, start: datetime, end: datetime, bucket_s: int) -> pl.DataFrame:
     """:func:`~sightline.density.queries.zone_counts` the straightforward way:
     ``unique``, ``sort`` and ``group_by_dynamic`` (which needs the sort)."""
     density = pl.col("density_per_m2")
     return (
         scan(root, "zone_counts")
-        .filter(pl.col("date").is_between(start.date(), (end - timedelta(microseconds=1)).date()))
-        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        .filter(pl.col("date").is_between(start.date(), end.date()))
+        .filter(pl.col("ts").is_between(start, end))
         .unique(["zone_id", "ts"], keep="last")
         .sort("zone_id", "ts")
         .group_by_dynamic("ts", every=f"{bucket_s}s", group_by="zone_id")
@@ -161,7 +163,7 @@ def _timed(query: Callable[[], pl.DataFrame], repeats: int) -> tuple[dict[str, A
 
 
 def _rows_in_window(root: Path, start: datetime, end: datetime) -> int:
-    window = (pl.col("ts") >= start) & (pl.col("ts") < end)
+    window = pl.col("ts").is_between(start, end)
     return scan(root, "zone_counts").filter(window).select(pl.len()).collect().item()
 
 
@@ -221,9 +223,9 @@ def bench_density(
     The data go to a temporary folder removed afterwards, or to ``root`` (kept; it must
     not hold a ``zone_counts`` table yet).
     """
-    _check_bucket(bucket_s)
+    bucket_s = _check_bucket(bucket_s)
     seconds = _check_size(zones, hours, repeats)
-    start, end = START, START + timedelta(seconds=seconds)
+    start, end = START, START + timedelta(seconds=seconds - 1)  # closed: the last second
     with _scratch(root) as where:
         started = time.perf_counter()
         parts = write_counts(where, zones, seconds)

@@ -53,23 +53,23 @@ from sightline.tracking.sink import TRACKLET_SCHEMA, tracklets_frame
 from sightline.tracking.tracklets import Tracklet
 
 __all__ = [
-    "DATE_COLUMN",
-    "EVENT_KINDS",
     "CAMERA_COUNT_SCHEMA",
+    "DATE_COLUMN",
     "DENSITY_ALERT_SCHEMA",
+    "EVENT_KINDS",
     "EVENT_SCHEMA",
     "GROUND_POINT_SCHEMA",
     "IDENTITY_SCHEMA",
     "PARTITIONS",
     "SIGHTING_SCHEMA",
     "TABLES",
+    "ZONE_COUNT_SCHEMA",
     "StoreError",
     "TrackStore",
     "is_url",
     "sightings_frame",
     "thumbnail_ref",
     "tracklet_rows",
-    "ZONE_COUNT_SCHEMA",
 ]
 
 _UTC_US = pl.Datetime("us", "UTC")
