@@ -252,6 +252,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = run_eval_fusion(args.preset, args.seed, args.data, detector_weights=args.weights)
         print(json.dumps(result, indent=2))
         return 0
+    if args.model == "search":
+        from sightline.evaluation.search import run_eval_search
+
+        result = run_eval_search(args.preset, args.seed, args.data, detector_weights=args.weights)
+        print(json.dumps(result, indent=2))
+        return 0
     if args.model == "density":
         from sightline.evaluation.density import run_eval_density
 
@@ -321,7 +327,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
         "eval", help="score a built-in model or the tracker on a held-out synthetic site"
     )
-    ev.add_argument("model", choices=["detector", "reid", "tracking", "fusion", "density"])
+    ev.add_argument(
+        "model", choices=["detector", "reid", "tracking", "fusion", "density", "search"]
+    )
     ev.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ev.add_argument("--seed", type=int, default=21)
     ev.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")

@@ -18,7 +18,7 @@ from sightline.sim.layout import PATH_HALF_WIDTH_M, SiteLayout
 from sightline.sim.palette import CLOTHING_COLOURS, HAIR_COLOURS, LOWER_WEIGHTS, SKIN_TONES, vary
 from sightline.sim.presets import CrowdEventSpec, Preset
 
-__all__ = ["Person", "PersonState", "make_people"]
+__all__ = ["Person", "PersonState", "make_people", "random_appearance"]
 
 _CHILD_FOLLOW_LAG_S = 0.6
 _CHILD_SIDE_OFFSET_M = 0.55
@@ -100,6 +100,12 @@ def _keyframe_state(
         phase=2.0 * np.pi * np.interp(t, times, cumulative) / stride,
         moving=walking[idx],
     )
+
+
+def random_appearance(rng: np.random.Generator, is_child: bool) -> Appearance:
+    """A person's look drawn as the simulator draws its people (e.g. for people who are
+    not on the site: open-set search queries)."""
+    return _appearance(rng, is_child)
 
 
 def _appearance(rng: np.random.Generator, is_child: bool) -> Appearance:
