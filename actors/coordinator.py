@@ -1,5 +1,5 @@
-"""The coordinator actor: one per site, fusing every camera's tracklets into people and
-counting crowd density.
+"""The coordinator actor: one per site, fusing every camera's tracklets into people,
+counting crowd density and checking standing watches.
 
 A thin Ray layer over :class:`~sightline.fusion.service.FusionService` (durable
 write-ahead log, fusion, Parquet store) and
@@ -7,6 +7,11 @@ write-ahead log, fusion, Parquet store) and
 It restarts on failure (``max_restarts``) and replays its log in ``__init__``, so an
 acknowledged batch is never lost. Calls run one at a time in arrival order (a
 synchronous actor), which keeps fusion deterministic.
+
+After a batch is stored its new tracklet versions are checked against the standing
+watches (:class:`~sightline.search.watch.WatchList`); a failing watch is counted in
+``health()["watches"]`` and never fails the acknowledgement. Watches live in memory: a
+restarted coordinator has none (the analyst adds them again).
 
 Cameras reach it through :class:`CoordinatorSink`, a tracklet sink that retries a batch
 until the coordinator acknowledges it; ingest is idempotent, so a retry of a batch that
@@ -29,6 +34,8 @@ from sightline.config import SiteConfig
 from sightline.density.counting import GroundFrame
 from sightline.density.service import DensityService
 from sightline.fusion.service import FusionService
+from sightline.search.query import SearchQuery
+from sightline.search.watch import WatchList
 from sightline.tracking.tracklets import Tracklet
 
 __all__ = ["Coordinator", "CoordinatorSink", "GroundSender", "start_coordinator"]
@@ -45,10 +52,41 @@ class Coordinator:
         self._density = DensityService(
             site, self._service.store, identity=self._service.fuser.global_id
         )
+        self._watches = WatchList()
+        self._watch_check_errors = 0
 
     def ingest(self, tracklets: list[Tracklet]) -> dict[str, int]:
-        """Durably append, fuse and store; the return value is the acknowledgement."""
-        return self._service.ingest(tracklets)
+        """Durably append, fuse and store; the return value is the acknowledgement.
+        Then the batch's new versions are checked against the standing watches."""
+        fuser, watching = self._service.fuser, len(self._watches) > 0
+        fresh = [
+            t for t in tracklets if watching and fuser.known_version(t.tracklet_id) < t.version
+        ]
+        ack = self._service.ingest(tracklets)
+        if fresh:
+            try:
+                owners = {t.tracklet_id: fuser.global_id(t.tracklet_id) for t in fresh}
+                self._watches.check(fresh, owners)
+            except Exception:  # the batch is stored: a watch must not fail its acknowledgement
+                self._watch_check_errors += 1
+        return ack
+
+    def add_watch(self, query: SearchQuery, threshold: float | None = None) -> str:
+        """Keep ``query`` open as a standing watch (embeddings and/or a description, no
+        photos); returns its id. ``threshold`` defaults to the query's min_confidence."""
+        return self._watches.add(query, threshold)
+
+    def remove_watch(self, watch_id: str) -> None:
+        """Close a watch; ``KeyError`` if unknown."""
+        self._watches.remove(watch_id)
+
+    def watches(self) -> list[dict[str, Any]]:
+        """The open watches (id, case, reason, threshold, alert and error counts)."""
+        return self._watches.watches()
+
+    def watch_alerts(self, since: int = 0) -> list[dict[str, Any]]:
+        """Watch alerts numbered after ``since`` (poll with the last ``seq`` seen)."""
+        return [a.as_dict() for a in self._watches.since(since)]
 
     def observe_ground(self, frames: list[GroundFrame]) -> int:
         """Count a batch of ground frames; returns how many seconds became final."""
@@ -84,8 +122,14 @@ class Coordinator:
         return [e.__dict__ for e in self._service.fuser.recent_events]
 
     def health(self) -> dict[str, Any]:
-        """Counters, identities, events, replay and log damage; density counters."""
-        return {**self._service.health(), "density": self._density.health()}
+        """Counters, identities, events, replay and log damage; density and watch counters."""
+        watches = {
+            **self._watches.stats,
+            "open": len(self._watches),
+            "callback_errors": self._watches.callback_errors,
+            "check_errors": self._watch_check_errors,
+        }
+        return {**self._service.health(), "density": self._density.health(), "watches": watches}
 
 
 def start_coordinator(

@@ -241,8 +241,7 @@ def run_eval_search(
         "rank5": photo["rank5"] >= TARGETS["rank5"],
         "mAP": photo["mAP"] >= TARGETS["mAP"],
         "description_top10": description["top10"] >= TARGETS["description_top10"],
-        "absent_no_good_match": absent_result["no_good_match"]
-        >= TARGETS["absent_no_good_match"],
+        "absent_no_good_match": absent_result["no_good_match"] >= TARGETS["absent_no_good_match"],
     }
     return {
         "evaluation": "search",
