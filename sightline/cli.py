@@ -220,6 +220,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.model == "calibration":
         summary = run_calibrate_fusion(args.data, out=args.out)
+    elif args.model == "photo-adapter":
+        from sightline.training.photo_adapter import train_photo_adapter
+
+        summary = train_photo_adapter(args.data, out=args.out)
     else:
         run = run_train_detector if args.model == "detector" else run_train_reid
         summary = run(
@@ -315,8 +319,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a built-in model on synthetic sites")
     train.add_argument(
         "model",
-        choices=["detector", "reid", "calibration"],
-        help="calibration: fit fusion's appearance probability on the validation site",
+        choices=["detector", "reid", "calibration", "photo-adapter"],
+        help="calibration: fit fusion's appearance probability on the validation site; "
+        "photo-adapter: fit the reference-photo -> CCTV map and its calibration",
     )
     train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
     train.add_argument("--out", type=Path, default=None, help="weights file (default: built-in)")

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from sightline.search import SearchQueryError, WatchList
+from sightline.fusion.calibration import DEFAULT_CALIBRATION
+from sightline.search import SearchCalibration, SearchQueryError, WatchList
 from sightline.search.photos import encode_photo
+from sightline.search.query import DEFAULT_MIN_CONFIDENCE
 from tests.test_search_helpers import DIM, T0, make_tracklet, person_vector, query
 
 LATER = T0 + 600  # tracklets arrive after the window start
@@ -20,6 +22,7 @@ def photo_of(person: int) -> list[list[float]]:
 
 def watch_list(**kwargs: object) -> WatchList:
     counter = iter(range(1, 1000))
+    kwargs.setdefault("calibration", SearchCalibration.load(DEFAULT_CALIBRATION))
     return WatchList(clock=lambda: 1234.5, new_id=lambda: f"w{next(counter)}", **kwargs)
 
 
@@ -31,7 +34,7 @@ def test_a_matching_tracklet_raises_exactly_one_alert():
     assert (alert.seq, alert.watch_id, alert.case_id) == (1, wid, "case-1")
     assert (alert.tracklet_id, alert.global_id, alert.camera_id) == (t.tracklet_id, "g7", "cam1")
     assert (alert.t_start, alert.t_end) == (t.t_start, t.t_end)
-    assert alert.confidence >= alert.threshold == 0.5
+    assert alert.confidence >= alert.threshold == DEFAULT_MIN_CONFIDENCE
     assert alert.thumbnail == f"thumbnails/camera_id=cam1/{t.tracklet_id}.jpg"
     assert alert.raised_at == 1234.5 and alert.as_dict()["version"] == 1
     # the same tracklet again (a retry, or its next version looking the same): no new alert

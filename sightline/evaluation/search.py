@@ -6,7 +6,8 @@ appearance, tracklets, fusion into identities through a
 identity gets the true person who covers most of its frames. Then:
 
 - **photo queries**: each person's ``reference/pNNNN.png`` (a family photo: another
-  pose, light and scale than any camera) searched over the whole window; a candidate is
+  pose, light and scale than any camera; cropped by the detector, embedded, mapped by the
+  photo adapter) searched over the whole window; a candidate is
   correct when its identity's true person is the one sought. Rank-1, rank-5 and mean
   average precision over the people the store holds (every identity of the person is a
   relevant item, so split identities all count);
@@ -18,6 +19,7 @@ identity gets the true person who covers most of its frames. Then:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import sys
 import tempfile
@@ -41,7 +43,9 @@ from sightline.evaluation.tracking import (
 )
 from sightline.evaluation.tracklets import build_tracklets, match_frames, tracklet_frames
 from sightline.fusion.service import FusionService
+from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS
 from sightline.search.engine import search_store
+from sightline.search.photo_adapter import PhotoAdapter
 from sightline.search.photos import embed_query
 from sightline.search.query import DEFAULT_MIN_CONFIDENCE, Description, SearchQuery
 from sightline.search.results import SearchResult
@@ -219,6 +223,9 @@ def run_eval_search(
     site = ensure_site(data_dir, preset, seed)
     site_cfg = load_site_config(site / "site.yaml")
     embedder = _builtin_embedder()
+    adapter = PhotoAdapter.for_embedder(
+        hashlib.sha256(DEFAULT_REID_WEIGHTS.read_bytes()).hexdigest()
+    )
     gt = pl.read_parquet(site / "gt" / "boxes.parquet")
     people = pl.read_parquet(site / "gt" / "people.parquet")
     with tempfile.TemporaryDirectory(prefix="sightline-eval-search-") as tmp:
@@ -230,7 +237,7 @@ def run_eval_search(
         window = {"start": gt["ts"].min(), "end": gt["ts"].max()}
 
         def run(query: SearchQuery) -> SearchResult:
-            embedded = embed_query(query, embedder.embed, detector.detect)
+            embedded = embed_query(query, embedder.embed, detector.detect, adapter)
             return search_store(store, embedded)
 
         photo = _photo_scores(people, site, run, window, owner)
@@ -250,6 +257,7 @@ def run_eval_search(
         "tracklets": n_tracklets,
         "identities": len(owner),
         "min_confidence": DEFAULT_MIN_CONFIDENCE,
+        "photo_adapter": adapter is not None,
         "photo": photo,
         "description": description,
         "absent": absent_result,

@@ -34,6 +34,7 @@ import polars as pl
 
 from sightline.search.filters import apply_filters, in_window, observations
 from sightline.search.merge import rank_candidates
+from sightline.search.photo_adapter import PhotoAdapter
 from sightline.search.photos import Detect, Embed, embed_query
 from sightline.search.query import SearchQuery
 from sightline.search.refine import candidate_key, current_identities, expansion_vectors
@@ -199,6 +200,7 @@ def search_tracklets(
     embed: Embed | None = None,
     *,
     detect: Detect | None = None,
+    adapter: PhotoAdapter | None = None,
     calibration: SearchCalibration | None = None,
     limit: int | None = None,
 ) -> SearchResult:
@@ -207,10 +209,11 @@ def search_tracklets(
     ``tracklets`` has :data:`REQUIRED_COLUMNS` (any versions; the newest is used);
     ``identities`` is the identities log or ``(tracklet_id, global_id)`` (None: nothing
     fused yet, every tracklet is its own candidate). ``embed`` (and optionally
-    ``detect``) turn the query's photos into embeddings. ``limit`` overrides the query's
+    ``detect`` and the photo ``adapter``, see :meth:`PhotoAdapter.builtin`) turn the
+    query's photos into embeddings. ``limit`` overrides the query's
     ``max_candidates`` (a partial search for a merge wants more).
     """
-    query = embed_query(query, embed, detect)
+    query = embed_query(query, embed, detect, adapter)
     calibration = calibration or SearchCalibration.load()
     limit = query.max_candidates if limit is None else limit
     frame = _prepare(tracklets, identities)
@@ -315,12 +318,13 @@ def attach_routes(store: StoreLike, result: SearchResult) -> SearchResult:
     return result.model_copy(update={"candidates": updated})
 
 
-def search_store(
+def search_store(  # noqa: PLR0913 (keyword-only options, each with a default)
     store: StoreLike,
     query: SearchQuery,
     embed: Embed | None = None,
     *,
     detect: Detect | None = None,
+    adapter: PhotoAdapter | None = None,
     calibration: SearchCalibration | None = None,
     identities: pl.DataFrame | None = None,
     partitions: Sequence[tuple[date, str]] | None = None,
@@ -333,7 +337,7 @@ def search_store(
     partitions, without routes (attach them after merging, :func:`attach_routes`); a
     whole search attaches every candidate's full route.
     """
-    query = expand_from_store(store, embed_query(query, embed, detect))
+    query = expand_from_store(store, embed_query(query, embed, detect, adapter))
     if identities is None:
         identities = latest_identities(store)
     frame = load_tracklets(store, query, partitions)

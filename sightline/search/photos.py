@@ -29,6 +29,7 @@ from sightline.models.core import Detections
 from sightline.tracking.tracklets import crop_box
 
 if TYPE_CHECKING:
+    from sightline.search.photo_adapter import PhotoAdapter
     from sightline.search.query import SearchQuery
 
 __all__ = [
@@ -138,9 +139,14 @@ class PhotoEmbeddings:
 
 
 def embed_photos(
-    photos: Sequence[np.ndarray], embed: Embed, detect: Detect | None = None
+    photos: Sequence[np.ndarray],
+    embed: Embed,
+    detect: Detect | None = None,
+    adapter: PhotoAdapter | None = None,
 ) -> PhotoEmbeddings:
-    """Crop each photo to its person (when ``detect`` is given) and embed the crops."""
+    """Crop each photo to its person (when ``detect`` is given) and embed the crops;
+    ``adapter`` maps the vectors into the cameras' embedding space
+    (:mod:`sightline.search.photo_adapter`)."""
     crops, boxes, notes = [], [], []
     for i, photo in enumerate(photos):
         found = person_box(photo, detect) if detect is not None else None
@@ -155,15 +161,21 @@ def embed_photos(
     vectors = np.asarray(embed(crops), dtype=np.float32) if crops else np.zeros((0, 0))
     if len(vectors) != len(crops):
         raise ValueError(f"embed returned {len(vectors)} vectors for {len(crops)} crops")
+    if adapter is not None and len(vectors):
+        vectors = adapter.apply(vectors)
     return PhotoEmbeddings(vectors, boxes, notes)
 
 
 def embed_query(
-    query: SearchQuery, embed: Embed | None, detect: Detect | None = None
+    query: SearchQuery,
+    embed: Embed | None,
+    detect: Detect | None = None,
+    adapter: PhotoAdapter | None = None,
 ) -> SearchQuery:
-    """``query`` with its photos embedded: their vectors join ``embeddings``, the photos
-    are dropped and any notes go to ``photo_warnings``. A query without photos is returned
-    as is; photos without ``embed`` are an error (the search cannot use them)."""
+    """``query`` with its photos embedded (see :func:`embed_photos`): their vectors join
+    ``embeddings``, the photos are dropped and any notes go to ``photo_warnings``. A query
+    without photos is returned as is; photos without ``embed`` are an error (the search
+    cannot use them)."""
     if not query.photos:
         return query
     if embed is None:
@@ -171,7 +183,7 @@ def embed_query(
             f"the query has {len(query.photos)} photo(s): pass embed= (an embedder) to use them"
         )
     images = [decode_photo(data, f"photo {i}") for i, data in enumerate(query.photos)]
-    result = embed_photos(images, embed, detect)
+    result = embed_photos(images, embed, detect, adapter)
     return query.updated(
         photos=[],
         embeddings=[*query.embeddings, *result.vectors.tolist()],

@@ -12,16 +12,16 @@ with the maximum; the mean of all samples diluted the best views (seed 1007: tru
 matches' median cosine 0.78 against 0.81). One unlucky crop, or a crop of someone else after an
 occlusion, no longer decides on its own.
 
-**Calibration.** :class:`AppearanceCalibration` (fitted on cross-camera tracklet pairs of
-the validation site with classes weighted equally) maps a cosine to the odds of a match
-for one pair at even prior odds. A search compares the photo with every person in the
+**Calibration.** Photo vectors are first mapped into the cameras' embedding space
+(:mod:`sightline.search.photo_adapter`). :class:`AppearanceCalibration` maps a cosine to
+the odds of a match at even prior odds; the default is the photo calibration fitted by
+``sightline train photo-adapter`` on the validation site's (photo, person) pairs
+(:data:`DEFAULT_PHOTO_CALIBRATION`). A search compares the photo with every person in the
 window, so the prior that a given candidate is the person is much lower: the confidence
 is the posterior with prior :data:`SEARCH_PRIOR` (one in 40),
-``logit(conf) = a s + b + logit(prior)``. With the committed calibration a confidence of
-0.5 (the default open-set threshold) is a cosine of about 0.70; on the validation sites
-that found 39 of 40 people present at or above it and refused 38 of 40 absent ones (each
-person's own tracks left out). Sites with more people offer more chances of a look-alike:
-``sightline eval search`` on held-out sites is where :data:`SEARCH_PRIOR` is checked.
+``logit(conf) = a s + b + logit(prior)``. The default open-set threshold
+(:data:`~sightline.search.query.DEFAULT_MIN_CONFIDENCE`) was chosen on a tuning site;
+``sightline eval search`` on held-out sites measures what it refuses and keeps.
 
 **Description.** Each attribute asked for becomes the probability that it holds given
 what the tracklet recorded: a colour from the stored name and its confidence (the share
@@ -55,12 +55,14 @@ from scipy.special import expit, logit
 from scipy.stats import norm
 
 from sightline.fusion.calibration import DEFAULT_CALIBRATION, AppearanceCalibration
+from sightline.search.photo_adapter import DEFAULT_PHOTO_ADAPTER
 from sightline.search.query import Description, SearchQuery
 from sightline.tracking.attributes import COLOUR_NAMES, UNKNOWN_COLOUR
 
 __all__ = [
     "CHILD_MAX_HEIGHT_M",
     "COLOUR_TRUST",
+    "DEFAULT_PHOTO_CALIBRATION",
     "HEIGHT_SIGMA_M",
     "SCORE_SCHEMA",
     "SEARCH_PRIOR",
@@ -74,6 +76,9 @@ __all__ = [
     "height_probability",
     "score_tracklets",
 ]
+
+DEFAULT_PHOTO_CALIBRATION = DEFAULT_PHOTO_ADAPTER.with_name("photo_calibration.json")
+"""Cosine -> match odds for photo queries (adapted vectors against CCTV samples)."""
 
 TOP_K_SAMPLES = 2
 """Best samples averaged per tracklet. 1 is the max (more false matches from one lucky
@@ -132,8 +137,16 @@ class SearchCalibration:
             raise ValueError(f"height_sigma_m must be > 0, got {self.height_sigma_m}")
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_CALIBRATION, **overrides: float) -> SearchCalibration:
-        """The committed appearance calibration with the default search constants."""
+    def load(cls, path: str | Path | None = None, **overrides: float) -> SearchCalibration:
+        """A calibration file (default: the committed photo calibration, fitted by
+        ``sightline train photo-adapter`` for adapted photo vectors; the fusion's
+        CCTV-pair calibration if that file is missing) with the default search constants."""
+        if path is None:
+            path = (
+                DEFAULT_PHOTO_CALIBRATION
+                if DEFAULT_PHOTO_CALIBRATION.is_file()
+                else (DEFAULT_CALIBRATION)
+            )
         return replace(cls(AppearanceCalibration.load(path)), **overrides)
 
     def appearance_probability(self, similarity: np.ndarray) -> np.ndarray:
