@@ -299,6 +299,14 @@ def _cmd_bench_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_search(args: argparse.Namespace) -> int:
+    from sightline.search.bench import bench_search
+
+    result = bench_search(sizes=tuple(args.sizes), queries=args.queries)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_density(args: argparse.Namespace) -> int:
     from sightline.density.bench import bench_density
 
@@ -398,6 +406,12 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bdens.add_argument("--hours", type=float, default=24.0)
     bdens.add_argument("--bucket", type=int, default=60, help="query bucket, seconds")
     bdens.set_defaults(func=_cmd_bench_density)
+    bsearch = bench_sub.add_parser(
+        "search", help="photo-query latency over 10^5 and 10^6 stored embeddings"
+    )
+    bsearch.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    bsearch.add_argument("--queries", type=int, default=20)
+    bsearch.set_defaults(func=_cmd_bench_search)
 
 
 def _build_parser() -> argparse.ArgumentParser:

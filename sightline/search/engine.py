@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from sightline.search.filters import apply_filters, in_window, observations
+from sightline.search.index import EmbeddingIndex
 from sightline.search.merge import rank_candidates
 from sightline.search.photo_adapter import PhotoAdapter
 from sightline.search.photos import Detect, Embed, embed_query
@@ -88,6 +89,9 @@ _ROUTE_INPUT = (
     "foot_world",
     "thumbnail",
 )
+DEFAULT_SHORTLIST = 500
+"""Tracklets an index shortlists for full scoring (before area/reachability filters)."""
+
 _SCORES = ("confidence", "appearance_similarity", "description_match", "colour_contradictions")
 
 
@@ -268,11 +272,17 @@ def store_partitions(store: StoreLike, query: SearchQuery) -> list[tuple[date, s
 
 
 def load_tracklets(
-    store: StoreLike, query: SearchQuery, partitions: Sequence[tuple[date, str]] | None = None
+    store: StoreLike,
+    query: SearchQuery,
+    partitions: Sequence[tuple[date, str]] | None = None,
+    *,
+    tracklet_ids: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Tracklet rows (every version) overlapping the query's window, reading only the
-    partitions it needs (or only ``partitions``)."""
+    partitions it needs (or only ``partitions``), and only ``tracklet_ids`` if given."""
     lf = scan(store, "tracklets").filter(_partition_filter(query))
+    if tracklet_ids is not None:
+        lf = lf.filter(pl.col("tracklet_id").is_in(list(tracklet_ids)))
     if partitions is not None:
         if not partitions:
             return lf.clear().collect()
@@ -282,7 +292,9 @@ def load_tracklets(
             )
         )
     lf = lf.filter((pl.col("t_start") <= query.end) & (pl.col("t_end") >= query.start))
-    return lf.collect()
+    # only what a search reads: the other list columns (boxes, pixels, scores) are most
+    # of a tracklet's bytes
+    return lf.select(REQUIRED_COLUMNS).collect()
 
 
 def expand_from_store(store: StoreLike, query: SearchQuery) -> SearchQuery:
@@ -329,17 +341,29 @@ def search_store(  # noqa: PLR0913 (keyword-only options, each with a default)
     identities: pl.DataFrame | None = None,
     partitions: Sequence[tuple[date, str]] | None = None,
     limit: int | None = None,
+    index: EmbeddingIndex | None = None,
+    shortlist: int = DEFAULT_SHORTLIST,
 ) -> SearchResult:
     """Search the store at ``store`` (a :class:`TrackStore`, folder or URL).
 
     ``identities`` defaults to the store's current ones (pass them once to many partial
     searches). ``partitions`` makes it a partial search of those ``(date, camera_id)``
     partitions, without routes (attach them after merging, :func:`attach_routes`); a
-    whole search attaches every candidate's full route.
+    whole search attaches every candidate's full route. With an ``index``
+    (:class:`~sightline.search.index.EmbeddingIndex` of the store) a query with vectors
+    reads only the ``shortlist`` tracklets most similar in appearance (in the window, on
+    its cameras); area and reachability filters then apply to those.
     """
     query = expand_from_store(store, embed_query(query, embed, detect, adapter))
     if identities is None:
         identities = latest_identities(store)
-    frame = load_tracklets(store, query, partitions)
+    only = None
+    vectors = query.query_vectors()
+    if index is not None and len(vectors):
+        picked = index.shortlist(
+            vectors, shortlist, start=query.start, end=query.end, cameras=query.cameras
+        )
+        only = picked["tracklet_id"].to_list()
+    frame = load_tracklets(store, query, partitions, tracklet_ids=only)
     result = search_tracklets(frame, identities, query, calibration=calibration, limit=limit)
     return attach_routes(store, result) if partitions is None else result
