@@ -56,16 +56,36 @@ def test_shortlist_ranks_and_filters_by_time_and_camera():
 
 def test_search_store_with_an_index_finds_the_same_people(tmp_path):
     tracklets = _tracklets()[:4]
+    people = {"cam1-0-1": "g1", "cam2-0-2": "g1", "cam3-0-4": "g1", "cam1-0-3": "g2"}
     with TrackStore(tmp_path / "store", durable=False) as store:
         store.write_tracklets(tracklets)
+        store.write_assignments(
+            [
+                {"tracklet_id": t, "global_id": g, "seq": i, "reason": "test"}
+                for i, (t, g) in enumerate(people.items())
+            ],
+            assigned_at=T0,
+        )
     q = query(embeddings=[person_vector(1).tolist()], start=T0, end=T0 + DAY + 10)
     index = EmbeddingIndex.from_store(tmp_path / "store")
     assert len(index) == 4 and index.samples == 3 + 1 + 3 + 3
     plain = search_store(tmp_path / "store", q)
     indexed = search_store(tmp_path / "store", q, index=index)
-    assert [c.key for c in indexed.candidates] == [c.key for c in plain.candidates]
+    assert (
+        [c.key for c in indexed.candidates]
+        == [c.key for c in plain.candidates]
+        == [
+            "g1",
+            "g2",
+        ]
+    )
+    for a, b in zip(indexed.candidates, plain.candidates, strict=True):
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+        assert [s.tracklet_id for s in a.route] == [s.tracklet_id for s in b.route]
+    # one shortlisted tracklet still brings its person's whole route
     narrow = search_store(tmp_path / "store", q, index=index, shortlist=1)
-    assert len(narrow.candidates) == 1 and narrow.candidates[0].key == plain.candidates[0].key
+    assert [c.key for c in narrow.candidates] == ["g1"]
+    assert len(narrow.candidates[0].route) == 3
 
 
 def test_bench_search_reports_latency_recall_and_the_store_baseline():
@@ -77,3 +97,15 @@ def test_bench_search_reports_latency_recall_and_the_store_baseline():
     assert size["recall_at_50_vs_float64"] == 1.0
     assert set(size["search_store"]) == {"without_index", "with_index"}
     assert {"passed", "passed_index_shortlist", "target"} <= set(result)
+
+
+def test_rows_for_needs_rows_and_skips_unknown_ids():
+    light = frame_of(*_tracklets()).select(
+        "tracklet_id", "camera_id", "version", "t_start", "t_end", "embeddings"
+    )
+    with pytest.raises(ValueError, match="without the tracklets' rows"):
+        EmbeddingIndex.from_tracklets(light).rows_for(["cam1-0-1"])
+    full = EmbeddingIndex.from_tracklets(frame_of(*_tracklets()))
+    rows = full.rows_for(["cam2-0-2", "nobody", "cam1-0-1"])
+    assert rows["tracklet_id"].to_list() == ["cam2-0-2", "cam1-0-1"]
+    assert [len(e) for e in rows["embeddings"].to_list()] == [1, 3]

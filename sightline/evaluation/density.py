@@ -17,7 +17,6 @@ stored per-second counts are compared with the simulator's ``gt/zone_counts.parq
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -26,24 +25,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
 
-from sightline.config import load_site_config
 from sightline.density.counting import GroundFrame
 from sightline.density.queries import density_alerts, zone_counts
 from sightline.density.service import DensityService
 from sightline.density.zones import ZoneCoverage
 from sightline.evaluation import EvaluationError
-from sightline.evaluation.tracking import (
-    _builtin_embedder,
-    _load_detector,
-    _site_cameras,
-    weights_key,
-)
-from sightline.evaluation.tracklets import build_tracklets
+from sightline.evaluation.tracking import held_out_site
 from sightline.store.tables import TrackStore
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
-from sightline.training.sites import ensure_site
 
 __all__ = ["TARGETS", "feed_in_time_order", "run_eval_density", "score_alerts", "score_counts"]
 
@@ -174,34 +163,15 @@ def run_eval_density(
     preset: str, seed: int, data_dir: Path, detector_weights: Path | None = None
 ) -> dict[str, Any]:
     """Zone-count errors (ours and naive), coverage and alerts on site (preset, seed)."""
-    detector, meta, weights_path = _load_detector(detector_weights)
-    used = set(meta.get("train_seeds", TRAIN_SEEDS)) | {VALIDATION_SEED}
-    if seed in used:
-        raise EvaluationError(
-            f"seed {seed} trained or validated the models (seeds {sorted(used)}); "
-            "pick another seed for a held-out evaluation"
-        )
-    site = ensure_site(data_dir, preset, seed)
-    site_cfg = load_site_config(site / "site.yaml")
+    held = held_out_site(preset, seed, data_dir, detector_weights)
+    site, site_cfg = held.path, held.config
     if not site_cfg.zones:
         raise EvaluationError(f"{site / 'site.yaml'} has no zones to count")
-    cameras = _site_cameras(
-        site, detector, site_cfg.tracking.tracker.low_score, weights_key(weights_path)
-    )
-    embedder = _builtin_embedder()
-    frames: dict[str, list[GroundFrame]] = {}
-    for camera in tqdm(cameras, desc="tracking", unit="camera", file=sys.stderr):
-        video = site / "videos" / f"{camera.camera_id}.mp4"
-        collected: list[GroundFrame] = []
-        build_tracklets(
-            video,
-            site_cfg.camera(camera.camera_id),
-            [d for _, _, d in camera.detections],
-            embedder,
-            site_cfg.tracking,
-            ground=collected.append,
-        )
-        frames[camera.camera_id] = collected
+    collected: list[GroundFrame] = []
+    held.track(ground=collected.append)
+    frames: dict[str, list[GroundFrame]] = {c.id: [] for c in site_cfg.cameras}
+    for frame in collected:
+        frames[frame.camera_id].append(frame)
     with tempfile.TemporaryDirectory(prefix="sightline-eval-density-") as tmp:
         store = TrackStore(tmp, durable=False)
         service = DensityService(site_cfg, store, clock=lambda: 0.0)

@@ -14,30 +14,21 @@ identity (no fusion) is reported as the baseline.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from tqdm import tqdm
 
-from sightline.config import load_site_config
-from sightline.evaluation import EvaluationError
 from sightline.evaluation.tracking import (
     DEFAULT_MIN_VISIBILITY,
-    _builtin_embedder,
-    _load_detector,
-    _site_cameras,
+    held_out_site,
     score_tracks,
-    weights_key,
 )
-from sightline.evaluation.tracklets import build_tracklets, tracklet_frames
+from sightline.evaluation.tracklets import tracklet_frames
 from sightline.fusion.calibration import AppearanceCalibration
 from sightline.fusion.core import Fuser
 from sightline.tracking.sink import latest_versions, tracklets_frame
 from sightline.tracking.tracklets import Tracklet
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
-from sightline.training.sites import ensure_site
 
 __all__ = ["TARGET_IDF1", "fuse_in_arrival_order", "run_eval_fusion", "score_identities"]
 
@@ -111,31 +102,14 @@ def run_eval_fusion(
     preset: str, seed: int, data_dir: Path, detector_weights: Path | None = None
 ) -> dict[str, Any]:
     """Cross-camera IDF1, identity precision/recall and merges/splits on site (preset, seed)."""
-    detector, meta, weights_path = _load_detector(detector_weights)
-    used = set(meta.get("train_seeds", TRAIN_SEEDS)) | {VALIDATION_SEED}
-    if seed in used:
-        raise EvaluationError(
-            f"seed {seed} trained, validated or calibrated the models (seeds {sorted(used)}); "
-            "pick another seed for a held-out evaluation"
-        )
-    site = ensure_site(data_dir, preset, seed)
-    site_cfg = load_site_config(site / "site.yaml")
-    cameras = _site_cameras(
-        site, detector, site_cfg.tracking.tracker.low_score, weights_key(weights_path)
-    )
-    embedder = _builtin_embedder()
-    tracklets: list[Tracklet] = []
-    for camera in tqdm(cameras, desc="tracklets", unit="camera", file=sys.stderr):
-        video = site / "videos" / f"{camera.camera_id}.mp4"
-        dets = [d for _, _, d in camera.detections]
-        tracklets += build_tracklets(
-            video, site_cfg.camera(camera.camera_id), dets, embedder, site_cfg.tracking
-        )
+    held = held_out_site(preset, seed, data_dir, detector_weights)
+    site, site_cfg = held.path, held.config
+    tracklets = held.track()
     calibration = AppearanceCalibration.load()
     fuser = Fuser(site_cfg.fusion, calibration, site_cfg.topology)
     fuse_in_arrival_order(fuser, tracklets)
     gt = pl.read_parquet(site / "gt" / "boxes.parquet")
-    ids = [c.camera_id for c in cameras]
+    ids = sorted(c.id for c in site_cfg.cameras)
     fused = score_identities(_observations(tracklets, fuser, site_cfg), gt, ids)
     alone = score_identities(_observations(tracklets, None, site_cfg), gt, ids)
     people = pl.read_parquet(site / "gt" / "people.parquet")

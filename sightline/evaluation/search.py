@@ -32,16 +32,9 @@ import polars as pl
 from PIL import Image
 from tqdm import tqdm
 
-from sightline.config import load_site_config
-from sightline.evaluation import EvaluationError
 from sightline.evaluation.fusion import fuse_in_arrival_order
-from sightline.evaluation.tracking import (
-    _builtin_embedder,
-    _load_detector,
-    _site_cameras,
-    weights_key,
-)
-from sightline.evaluation.tracklets import build_tracklets, match_frames, tracklet_frames
+from sightline.evaluation.tracking import HeldOutSite, _builtin_embedder, held_out_site
+from sightline.evaluation.tracklets import match_frames, tracklet_frames
 from sightline.fusion.service import FusionService
 from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS
 from sightline.search.engine import search_store
@@ -54,8 +47,6 @@ from sightline.sim.reference import render_reference
 from sightline.store.queries import latest_identities, scan
 from sightline.tracking.sink import latest_versions
 from sightline.tracking.tracklets import Tracklet
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
-from sightline.training.sites import ensure_site
 
 __all__ = ["TARGETS", "average_precision", "identity_people", "run_eval_search"]
 
@@ -105,18 +96,9 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _store_site(site: Path, site_cfg: Any, root: Path, detector: Any, key: str) -> int:
-    cameras = _site_cameras(site, detector, site_cfg.tracking.tracker.low_score, key)
-    embedder = _builtin_embedder()
-    tracklets: list[Tracklet] = []
-    for camera in tqdm(cameras, desc="tracklets", unit="camera", file=sys.stderr):
-        tracklets += build_tracklets(
-            site / "videos" / f"{camera.camera_id}.mp4",
-            site_cfg.camera(camera.camera_id),
-            [d for _, _, d in camera.detections],
-            embedder,
-            site_cfg.tracking,
-        )
+def _store_site(held: HeldOutSite, root: Path) -> int:
+    site_cfg = held.config
+    tracklets = held.track()
     service = FusionService(site_cfg, root / "wal", root / "store")
     fuse_in_arrival_order(_Ingest(service), tracklets)
     service.close()
@@ -213,15 +195,8 @@ def run_eval_search(
     absent: int = 50,
 ) -> dict[str, Any]:
     """Photo, description and absent-person search accuracy on site (preset, seed)."""
-    detector, meta, weights_path = _load_detector(detector_weights)
-    used = set(meta.get("train_seeds", TRAIN_SEEDS)) | {VALIDATION_SEED}
-    if seed in used:
-        raise EvaluationError(
-            f"seed {seed} trained or validated the models (seeds {sorted(used)}); "
-            "pick another seed for a held-out evaluation"
-        )
-    site = ensure_site(data_dir, preset, seed)
-    site_cfg = load_site_config(site / "site.yaml")
+    held = held_out_site(preset, seed, data_dir, detector_weights)
+    site, site_cfg, detector = held.path, held.config, held.detector
     embedder = _builtin_embedder()
     adapter = PhotoAdapter.for_embedder(
         hashlib.sha256(DEFAULT_REID_WEIGHTS.read_bytes()).hexdigest()
@@ -230,7 +205,7 @@ def run_eval_search(
     people = pl.read_parquet(site / "gt" / "people.parquet")
     with tempfile.TemporaryDirectory(prefix="sightline-eval-search-") as tmp:
         root = Path(tmp)
-        n_tracklets = _store_site(site, site_cfg, root, detector, weights_key(weights_path))
+        n_tracklets = _store_site(held, root)
         store = str(root / "store")
         owners = identity_people(store, site_cfg, gt)
         owner = dict(zip(owners["key"], owners["person_id"], strict=True))

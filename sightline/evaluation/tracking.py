@@ -45,13 +45,15 @@ import polars as pl
 from scipy.optimize import linear_sum_assignment
 from tqdm import tqdm
 
-from sightline.config import TrackerConfig, TrackingConfig, load_site_config
+from sightline.config import SiteConfig, TrackerConfig, TrackingConfig, load_site_config
 from sightline.evaluation import EvaluationError
 from sightline.evaluation.commands import _check_held_out, detect_video
 from sightline.evaluation.matching import box_iou
 from sightline.models.core import Detections
 from sightline.tracking.core import ByteTracker
 from sightline.tracking.motchallenge import read_mot_detections, read_mot_gt
+from sightline.tracking.stage import GroundFn
+from sightline.tracking.tracklets import Tracklet
 from sightline.training.data import read_frames
 from sightline.training.sites import ensure_site
 
@@ -584,6 +586,52 @@ def _detect_cached(
         },
     ).write_parquet(cache)
     return indices, dets, size
+
+
+@dataclass(frozen=True)
+class HeldOutSite:
+    """A rendered evaluation site, its config, and the built-in detector to run on it."""
+
+    path: Path
+    config: SiteConfig
+    detector: Any
+    weights_key: str  # the detector weights' hash (caches detections under it)
+
+    def cameras(self) -> list[_Camera]:
+        """Every camera's detections (cached per weights), as the trackers take them."""
+        low = self.config.tracking.tracker.low_score
+        return _site_cameras(self.path, self.detector, low, self.weights_key)
+
+    def track(self, ground: GroundFn | None = None) -> list[Tracklet]:
+        """Every camera tracked as the camera actors track it (built-in embedder): every
+        tracklet version in emission order; ``ground`` gets every frame's ground points."""
+        from sightline.evaluation.tracklets import build_tracklets
+
+        embedder = _builtin_embedder()
+        tracklets: list[Tracklet] = []
+        for camera in tqdm(self.cameras(), desc="tracking", unit="camera", file=sys.stderr):
+            tracklets += build_tracklets(
+                self.path / "videos" / f"{camera.camera_id}.mp4",
+                self.config.camera(camera.camera_id),
+                [d for _, _, d in camera.detections],
+                embedder,
+                self.config.tracking,
+                ground=ground,
+            )
+        return tracklets
+
+
+def held_out_site(
+    preset: str, seed: int, data_dir: Path, detector_weights: Path | None = None
+) -> HeldOutSite:
+    """Site (preset, seed), rendered into ``data_dir`` if missing; refuses a seed the
+    weights were trained or validated on."""
+    detector, meta, weights_path = _load_detector(detector_weights)
+    _check_held_out(seed, meta)
+    site = ensure_site(data_dir, preset, seed)
+    return HeldOutSite(
+        site, load_site_config(site / "site.yaml"), detector, weights_key(weights_path)
+    )
 
 
 def _site_cameras(

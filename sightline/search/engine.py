@@ -351,19 +351,31 @@ def search_store(  # noqa: PLR0913 (keyword-only options, each with a default)
     partitions, without routes (attach them after merging, :func:`attach_routes`); a
     whole search attaches every candidate's full route. With an ``index``
     (:class:`~sightline.search.index.EmbeddingIndex` of the store) a query with vectors
-    reads only the ``shortlist`` tracklets most similar in appearance (in the window, on
-    its cameras); area and reachability filters then apply to those.
+    takes only the ``shortlist`` tracklets most similar in appearance (in the window, on
+    its cameras), and the other tracklets of the same people for their routes; area and
+    reachability filters then apply to those. An index holding the tracklets' rows
+    answers from memory (nothing read but the identities); it is a snapshot of the store
+    as it was built.
     """
     query = expand_from_store(store, embed_query(query, embed, detect, adapter))
     if identities is None:
         identities = latest_identities(store)
-    only = None
     vectors = query.query_vectors()
     if index is not None and len(vectors):
         picked = index.shortlist(
             vectors, shortlist, start=query.start, end=query.end, cameras=query.cameras
-        )
-        only = picked["tracklet_id"].to_list()
-    frame = load_tracklets(store, query, partitions, tracklet_ids=only)
+        )["tracklet_id"].to_list()
+        if index.rows is not None and partitions is None:
+            # answered from memory: the shortlist and every tracklet of the same people
+            # (their routes), scored and filtered as usual
+            owners = current_identities(identities)
+            people = owners.filter(pl.col("tracklet_id").is_in(picked))["global_id"].to_list()
+            same = owners.filter(pl.col("global_id").is_in(people))["tracklet_id"].to_list()
+            ids = list(dict.fromkeys([*picked, *same]))
+            frame = in_window(index.rows_for(ids), query.start, query.end)
+            return search_tracklets(frame, identities, query, calibration=calibration, limit=limit)
+        frame = load_tracklets(store, query, partitions, tracklet_ids=picked)
+    else:
+        frame = load_tracklets(store, query, partitions)
     result = search_tracklets(frame, identities, query, calibration=calibration, limit=limit)
     return attach_routes(store, result) if partitions is None else result

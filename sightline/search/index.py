@@ -20,8 +20,9 @@ it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -53,6 +54,11 @@ class EmbeddingIndex:
     t_end: np.ndarray
     camera: np.ndarray  # codes into ``cameras``
     cameras: tuple[str, ...]
+    rows: pl.DataFrame | None = None  # the tracklets' search columns, in index order
+
+    @cached_property
+    def _position(self) -> dict[str, int]:
+        return {str(t): i for i, t in enumerate(self.tracklet_ids.tolist())}
 
     # ------------------------------------------------------------------ building
 
@@ -94,34 +100,38 @@ class EmbeddingIndex:
 
     @classmethod
     def from_tracklets(cls, tracklets: pl.DataFrame) -> EmbeddingIndex:
-        """From tracklet rows (any versions; the newest of each is indexed)."""
-        rows = latest_versions(
-            tracklets.select(
-                "tracklet_id", "camera_id", "version", "t_start", "t_end", "embeddings"
-            )
-        )
+        """From tracklet rows (any versions; the newest of each is indexed). With every
+        column a search reads (the engine's ``REQUIRED_COLUMNS``), the index also keeps
+        them (without the samples, which it holds already), so a search can be answered
+        from memory (:meth:`rows_for`)."""
+        from sightline.search.engine import REQUIRED_COLUMNS
+
+        keep = all(c in tracklets.columns for c in REQUIRED_COLUMNS)
+        light = ("tracklet_id", "camera_id", "version", "t_start", "t_end", "embeddings")
+        rows = latest_versions(tracklets.select(REQUIRED_COLUMNS if keep else light))
         samples = [
             np.asarray(e, np.float32).reshape(len(e), -1) if e else np.zeros((0, 0), np.float32)
             for e in rows["embeddings"].to_list()
         ]
         dim = max((s.shape[1] for s in samples if len(s)), default=0)
         samples = [s if len(s) else np.zeros((0, dim), np.float32) for s in samples]
-        return cls.from_arrays(
+        index = cls.from_arrays(
             samples,
             rows["tracklet_id"].to_list(),
             rows["t_start"].dt.epoch("us").to_list(),
             rows["t_end"].dt.epoch("us").to_list(),
             rows["camera_id"].to_list(),
         )
+        return replace(index, rows=rows.drop("embeddings")) if keep else index
 
     @classmethod
     def from_store(
         cls, store: StoreLike, start: datetime | None = None, end: datetime | None = None
     ) -> EmbeddingIndex:
         """The samples of the store's tracklets overlapping ``[start, end]`` (all if None)."""
-        lf = scan(store, "tracklets").select(
-            "tracklet_id", "camera_id", "version", "t_start", "t_end", "embeddings"
-        )
+        from sightline.search.engine import REQUIRED_COLUMNS
+
+        lf = scan(store, "tracklets").select(REQUIRED_COLUMNS)
         if start is not None:
             lf = lf.filter(pl.col("t_end") >= start)
         if end is not None:
@@ -143,6 +153,18 @@ class EmbeddingIndex:
         """Memory held by the index's arrays (the ids' Python strings not counted)."""
         arrays = (self.vectors, self.starts, self.lengths, self.t_start, self.t_end, self.camera)
         return int(sum(a.nbytes for a in arrays))
+
+    def rows_for(self, tracklet_ids: Sequence[str]) -> pl.DataFrame:
+        """The search columns of these tracklets (unknown ids are skipped), samples
+        included, as the store would give them; needs an index built with its rows."""
+        if self.rows is None:
+            raise ValueError("this index was built without the tracklets' rows")
+        found = [self._position[t] for t in tracklet_ids if t in self._position]
+        samples = [
+            self.vectors[self.starts[i] : self.starts[i] + self.lengths[i]].tolist() for i in found
+        ]
+        embeddings = pl.Series("embeddings", samples, dtype=pl.List(pl.List(pl.Float32)))
+        return self.rows[found].with_columns(embeddings)
 
     # ------------------------------------------------------------------ search
 
