@@ -716,7 +716,11 @@ class StorageConfig(_Strict):
 class SecurityConfig(_Strict):
     """API authentication, audit and retention settings."""
 
-    api_keys_file: str = Field("keys.json", description="Hashed API keys, relative to storage.")
+    api_keys_file: str = Field(
+        "keys.json",
+        description="Hashed API keys: a file name under <storage.root>/_security/ "
+        "(beside the audit log, <storage.root>/_security/audit/).",
+    )
     retention_days: int = Field(
         30, ge=1, le=3650, description="Tracklets, sightings and thumbnails older are purged."
     )
