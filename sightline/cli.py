@@ -73,6 +73,9 @@ def _run_pipeline(
     from sightline.tracking.sink import latest_versions, read_tracklets
 
     summary = run_pipeline(site, out, store_root=site.storage.root)
+    if summary.get("density") is not None and site.zones:
+        zone_truth = gt_boxes.parent / "zone_counts.parquet" if gt_boxes is not None else None
+        summary["density"]["zones"] = _density_summary(site, zone_truth)
     tracklets = latest_versions(read_tracklets(out))
     scores = tracklet_scores = None
     if gt_boxes is not None and gt_boxes.is_file():
@@ -84,6 +87,30 @@ def _run_pipeline(
                 tracklets, truth, pl.read_parquet(people), site.cameras
             )
     return summary, scores, tracklets, tracklet_scores
+
+
+def _density_summary(site: SiteConfig, zone_truth: Path | None) -> list[dict[str, Any]]:
+    """Per zone: mean and peak people, peak density, worst coverage over the whole run;
+    with the simulator's zone counts, the mean absolute error per second too."""
+    from datetime import UTC, datetime
+
+    from sightline.density.queries import zone_counts, zone_summary
+
+    start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+    rows = zone_summary(str(site.storage.root), start, end).to_dicts()
+    if zone_truth is not None and zone_truth.is_file():
+        truth = pl.read_parquet(zone_truth)
+        ours = zone_counts(str(site.storage.root), start, end)
+        joined = truth.join(ours, on=["zone_id", "ts"], how="left").with_columns(
+            pl.col("count").fill_null(0.0)
+        )
+        error = joined.group_by("zone_id").agg(
+            mae=(pl.col("count") - pl.col("mean_count")).abs().mean()
+        )
+        maes = dict(zip(error["zone_id"], error["mae"], strict=True))
+        for row in rows:
+            row["mae_vs_truth"] = maes.get(row["zone_id"])
+    return rows
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ def format_pipeline_report(
             f"fused across cameras: {fusion['identities']} people from "
             f"{fusion['tracklets_new']} tracklet versions ({events}); store in {fusion['store']}",
         ]
+    lines += _density_lines(summary.get("density"))
     lines.append("")
     for name in ("detector", "embedder"):
         batches = summary.get(f"{name}_batches") or {}
@@ -87,5 +88,32 @@ def _tracklet_lines(
             f"{scores['tracklets_longer_than_1s']} tracklets > 1 s; median height error "
             f"{height_err if height_err is None else f'{100 * height_err:.1f} cm'}; "
             f"median foot-point error {foot if foot is None else f'{foot:.2f} m'}"
+        )
+    return lines
+
+
+def _density_lines(density: dict[str, Any] | None) -> list[str]:
+    """Crowd density per zone (counted once across cameras) and the alerts raised."""
+    if not density or not density.get("zones"):
+        return []
+    lines = ["", "crowd density per zone (people counted once across overlapping cameras):"]
+    for zone in density["zones"]:
+        truth = zone.get("mae_vs_truth")
+        versus = f"  error vs truth {truth:.2f} people/s" if truth is not None else ""
+        lines.append(
+            f"  {zone['zone_id']:<10} mean {zone['mean_count']:>5.1f}  peak {zone['peak_count']:>3}"
+            f"  ({zone['peak_density_per_m2']:.2f}/m2)  coverage {zone['min_coverage']:.2f}"
+            f"{versus}"
+        )
+    newest = {a["alert_id"]: a for a in density.get("alerts") or []}  # rows in order
+    for alert in newest.values():
+        lasted = (
+            f"for {alert['t_end'] - alert['t_start']:.0f} s"
+            if alert["t_end"] is not None
+            else "still on at the end"
+        )
+        lines.append(
+            f"  alert {alert['zone_id']}: density above {alert['alert_density']:.2f}/m2 "
+            f"{lasted}, peak {alert['peak_count']:.0f} people"
         )
     return lines
