@@ -205,8 +205,10 @@ class GroundSender:
     """A camera's ground frames to the coordinator, a batch per ``batch_s`` of stream time.
 
     Density is best effort: a batch the coordinator cannot take (it is restarting) is
-    dropped and counted, never retried, so a camera never waits on density.
-    :meth:`close` sends the rest and tells the coordinator the camera has finished.
+    dropped and counted, never retried, so a camera never waits on density. One batch
+    is in flight at a time and the camera does not wait for it: it waits only if the
+    previous batch is still unanswered when the next one is due. :meth:`close` sends
+    the rest and tells the coordinator the camera has finished.
     """
 
     def __init__(self, coordinator: ActorHandle, camera_id: str, batch_s: float = 1.0) -> None:
@@ -214,6 +216,7 @@ class GroundSender:
         self.camera_id = camera_id
         self.batch_s = batch_s
         self._batch: list[GroundFrame] = []
+        self._in_flight: Any = None
         self.stats = {"ground_batches_sent": 0, "ground_batches_lost": 0}
         self.last_error: str | None = None
 
@@ -224,8 +227,9 @@ class GroundSender:
             await self._send()
 
     async def close(self) -> None:
-        """Send what is queued and mark the camera finished."""
+        """Send what is queued, wait for it, and mark the camera finished."""
         await self._send()
+        await self._settle()
         try:
             await self._coordinator.finish_camera.remote(self.camera_id)
         except Exception as exc:  # density must not fail the camera
@@ -235,8 +239,16 @@ class GroundSender:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        await self._settle()
+        self._in_flight = self._coordinator.observe_ground.remote(batch)
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight, counting it sent or lost."""
+        if self._in_flight is None:
+            return
+        ref, self._in_flight = self._in_flight, None
         try:
-            await self._coordinator.observe_ground.remote(batch)
+            await ref
             self.stats["ground_batches_sent"] += 1
         except Exception as exc:  # density must not fail the camera
             self.stats["ground_batches_lost"] += 1
