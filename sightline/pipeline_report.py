@@ -99,7 +99,7 @@ def _density_lines(density: dict[str, Any] | None) -> list[str]:
     lines = ["", "crowd density per zone (people counted once across overlapping cameras):"]
     for zone in density["zones"]:
         truth = zone.get("mae_vs_truth")
-        versus = f"  error vs truth {truth:.2f} people/s" if truth is not None else ""
+        versus = f"  per-second error vs truth {truth:.2f}" if truth is not None else ""
         lines.append(
             f"  {zone['zone_id']:<10} mean {zone['mean_count']:>5.1f}  peak {zone['peak_count']:>3}"
             f"  ({zone['peak_density_per_m2']:.2f}/m2)  coverage {zone['min_coverage']:.2f}"

@@ -42,7 +42,8 @@ def test_density_lines_show_zones_errors_and_alerts():
     end = {**start, "state": "end", "t_end": 130.0, "peak_count": 14.0}
     other = {**start, "alert_id": "plaza-2", "t_start": 200.0}
     text = format_pipeline_report(_summary(zones=zones, alerts=[start, end, other]), None)
-    assert "plaza      mean   3.2  peak  14  (0.14/m2)  coverage 1.00  error vs truth 0.04" in text
+    line = "plaza      mean   3.2  peak  14  (0.14/m2)  coverage 1.00  per-second error vs truth"
+    assert f"{line} 0.04" in text
     assert "alert plaza: density above 0.07/m2 for 30 s, peak 14 people" in text
     assert "alert plaza: density above 0.07/m2 still on at the end, peak 12 people" in text
 
