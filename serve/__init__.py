@@ -8,7 +8,9 @@ report their batching in ``stats()``. :func:`deploy_models` runs them as two app
 (resources, fractional GPUs, autoscaling, batch parameters as ``user_config``).
 ``serve.bench.bench_serve`` measures what batching buys (``sightline bench serve``).
 
-The API ingress is planned (the API issue).
+The HTTP API (:mod:`serve.api`): :func:`serve.api.create_app` builds the FastAPI app
+(authentication, roles, audit, searches, tracks, density); ``build_api_deployment`` wraps
+it as a Serve ingress. It is imported on demand (``from serve.api import create_app``).
 """
 
 from serve.deployments import (

@@ -1,0 +1,752 @@
+"""The HTTP API: a FastAPI app over the store, search and density queries, with API keys,
+roles and the hash-chained audit log; and a thin Ray Serve ingress around it.
+
+:func:`create_app` builds the app and needs no Ray: tests drive it with FastAPI's
+``TestClient``. :func:`build_api_deployment` wraps it as a Serve deployment; the app is
+built on each replica (a builder function), because the key store and audit log hold
+locks that cannot be pickled and each replica should open its own files.
+
+Every route authenticates (``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) and
+needs one role (:data:`sightline.security.ROLES`). Every search and every data read is
+appended to the audit log before the answer leaves. Errors are JSON
+``{"error": <short kind>, "detail": <what is wrong>}``. See ``docs/api.md``.
+
+Searches run synchronously in the request (fine for one site's store; the Ray fan-out of
+large searches is the coordinator's job) and their results are kept in memory by
+``search_id`` (the newest :data:`MAX_SEARCHES`), so refining or reading one needs the
+replica that ran it: with several replicas, route by ``search_id`` or keep one replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sightline.config import SiteConfig
+from sightline.density.heatmap import render_site_png, site_occupancy
+from sightline.density.queries import density_alerts, ground_points, zone_counts, zone_summary
+from sightline.search import SearchQuery, SearchQueryError, SearchResult, refine, search_store
+from sightline.search.photo_adapter import PhotoAdapter
+from sightline.search.photos import MAX_PHOTOS, Detect, Embed, decode_photo, embed_query
+from sightline.security import (
+    AuditLog,
+    AuthenticationError,
+    KeyStore,
+    PermissionDenied,
+    Principal,
+    authorize,
+    security_paths,
+)
+from sightline.store.queries import fused_tracks, route
+from sightline.store.tables import StoreError
+
+__all__ = ["MAX_SEARCHES", "PARQUET_MEDIA_TYPE", "ApiError", "build_api_deployment", "create_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_SEARCHES = 1000
+"""Search results kept in memory per replica; the oldest is dropped first. Raising it
+keeps results readable longer at the cost of memory (a result is tens of KB)."""
+
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+class ApiError(Exception):
+    """An error answered as ``status`` with ``{"error": error, "detail": detail}``."""
+
+    def __init__(
+        self, status: int, error: str, detail: Any, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+def _error(status: int, error: str, detail: Any, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------- state
+
+
+class SearchBook:
+    """Search queries (photos already embedded) and results by id, newest
+    :data:`MAX_SEARCHES` kept; thread-safe (sync routes run in a thread pool)."""
+
+    def __init__(self, capacity: int = MAX_SEARCHES) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[SearchQuery, SearchResult]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, search_id: str, query: SearchQuery, result: SearchResult) -> None:
+        with self._lock:
+            self._items[search_id] = (query, result)
+            self._items.move_to_end(search_id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, search_id: str) -> tuple[SearchQuery, SearchResult]:
+        with self._lock:
+            found = self._items.get(search_id)
+        if found is None:
+            raise ApiError(404, "not found", f"no search {search_id!r} (unknown or expired)")
+        return found
+
+
+@dataclass
+class _Context:
+    site: SiteConfig
+    store: str
+    keys: KeyStore
+    audit: AuditLog
+    embed: Embed | None
+    detect: Detect | None
+    adapter: PhotoAdapter | None
+    searches: SearchBook = field(default_factory=SearchBook)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.site.security.max_upload_mb * 2**20)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthenticationError("Authorization header must read 'Bearer <key>'")
+        return value.strip()
+    return request.headers.get("x-api-key")
+
+
+def _requires(ctx: _Context, role: str) -> Callable[[Request], Principal]:
+    """A dependency that authenticates the request and checks ``role``."""
+
+    def dependency(request: Request) -> Principal:
+        principal = ctx.keys.authenticate(_token(request))
+        authorize(principal, role)
+        return principal
+
+    return dependency
+
+
+@contextmanager
+def _invalid_on_value_error() -> Iterator[None]:
+    """Our queries raise ``ValueError`` naming the bad argument: that is a 422."""
+    try:
+        yield
+    except StoreError as exc:
+        raise ApiError(503, "store unavailable", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(422, "invalid request", str(exc)) from None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rows(frame: pl.DataFrame) -> Response:
+    """A frame as a JSON list of row objects (polars writes ISO times, fast)."""
+    return Response(frame.write_json(), media_type="application/json")
+
+
+def _area(text: str | None) -> list[tuple[float, float]] | None:
+    """``x1,y1;x2,y2;x3,y3`` (metres) as points; a 422 naming ``area`` otherwise."""
+    if text is None:
+        return None
+    try:
+        points = [tuple(float(v) for v in pair.split(",")) for pair in text.split(";")]
+    except ValueError:
+        points = []
+    if len(points) < 3 or any(len(p) != 2 for p in points):
+        raise ApiError(
+            422,
+            "invalid request",
+            f"area: expected 'x1,y1;x2,y2;x3,y3...' (>= 3 points), got {text!r}",
+        )
+    return points  # type: ignore[return-value]
+
+
+def _ids(values: list[str] | None) -> list[str] | None:
+    """Repeated and/or comma-separated ids (``?cameras=a&cameras=b`` or ``?cameras=a,b``)."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _query_parameters(query: SearchQuery, photos: Sequence[bytes]) -> dict[str, Any]:
+    """What the audit log records of a search: its fields, with photos as SHA-256 hashes
+    and vectors as counts (the log must not hold biometric data)."""
+    params = query.model_dump(
+        mode="json", exclude={"photos", "embeddings", "expansion", "photo_warnings"}
+    )
+    params["photo_sha256"] = [hashlib.sha256(p).hexdigest() for p in photos]
+    params["embeddings"] = len(query.embeddings)
+    return params
+
+
+def _public_source(source: str) -> str:
+    """A camera source without the password of an ``rtsp://user:pass@host`` URL."""
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+class SearchCreated(BaseModel):
+    search_id: str = Field(description="Id to read, refine or route this search.")
+    result: dict[str, Any] = Field(description="The SearchResult (ranked candidates).")
+
+
+class RefineRequest(BaseModel):
+    confirmed: list[str] = Field(default_factory=list, description="Candidate keys confirmed.")
+    rejected: list[str] = Field(default_factory=list, description="Candidate keys rejected.")
+
+
+_SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "description": "A SearchQuery."}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["query"],
+                    "properties": {
+                        "query": {"type": "string", "description": "The SearchQuery as JSON."},
+                        "photos": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+# --------------------------------------------------------------------------- searches
+
+
+async def _read_search_request(request: Request, ctx: _Context) -> tuple[dict, list[bytes]]:
+    """The query mapping and the uploaded photos' bytes of ``POST /searches``."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        return await _read_multipart(request, ctx)
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "invalid request", f"body: not JSON ({exc})") from None
+    if isinstance(data, dict) and "photos" in data:
+        raise ApiError(
+            422, "invalid request", "photos: upload photos as multipart files, not in JSON"
+        )
+    return data, []
+
+
+async def _read_multipart(request: Request, ctx: _Context) -> tuple[dict, list[bytes]]:
+    limit = ctx.max_upload_bytes
+    form = await request.form(max_files=MAX_PHOTOS + 1, max_fields=10)
+    try:
+        text = form.get("query")
+        if not isinstance(text, str):
+            raise ApiError(422, "invalid request", "query: a form field with the query as JSON")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ApiError(422, "invalid request", f"query: not JSON ({exc})") from None
+        uploads = form.getlist("photos")
+        if len(uploads) > MAX_PHOTOS:
+            raise ApiError(422, "invalid request", f"photos: at most {MAX_PHOTOS} photos")
+        photos = []
+        for i, upload in enumerate(uploads):
+            if isinstance(upload, str):
+                raise ApiError(422, "invalid request", f"photos[{i}]: expected a file upload")
+            if (upload.size or 0) > limit:
+                raise ApiError(
+                    413, "upload too large", f"photos[{i}]: {upload.size} bytes, limit {limit}"
+                )
+            photos.append(await upload.read(limit + 1))
+            if len(photos[-1]) > limit:
+                raise ApiError(413, "upload too large", f"photos[{i}]: more than {limit} bytes")
+    finally:
+        await form.close()
+    for i, data_bytes in enumerate(photos):
+        try:
+            decode_photo(data_bytes, f"photos[{i}]")
+        except ValueError as exc:
+            raise ApiError(415, "unsupported media type", str(exc)) from None
+    return data, photos
+
+
+def _parse_query(data: Any, photos: list[bytes], principal: Principal) -> SearchQuery:
+    if isinstance(data, dict):
+        data = {**data, "photos": photos, "requested_by": principal.principal}
+    try:
+        return SearchQuery.parse(data, "search")
+    except SearchQueryError as exc:
+        raise ApiError(422, "invalid request", str(exc)) from None
+
+
+def _run_search(ctx: _Context, query: SearchQuery) -> tuple[SearchQuery, SearchResult]:
+    """Embed the photos once (kept in the stored query, so refining re-uses the vectors)
+    and search the store."""
+    if query.photos and ctx.embed is None:
+        raise ApiError(
+            503,
+            "embedder unavailable",
+            "this API has no embedder configured, so photos cannot be searched; "
+            "send embeddings or a description instead",
+        )
+    with _invalid_on_value_error():
+        embedded = embed_query(query, ctx.embed, ctx.detect, ctx.adapter)
+        return embedded, search_store(ctx.store, embedded)
+
+
+def _audit_search(
+    ctx: _Context, who: Principal, action: str, query: SearchQuery, extra: dict | None = None
+) -> None:
+    params = {**_query_parameters(query, query.photos), **(extra or {})}
+    ctx.audit.append(
+        who.principal,
+        who.role,
+        action,
+        case_id=query.case_id,
+        reason=query.reason,
+        parameters={"key_id": who.key_id, **params},
+    )
+
+
+def _search_routes(app: FastAPI, ctx: _Context) -> None:
+    analyst = Depends(_requires(ctx, "analyst"))
+
+    @app.post(
+        "/searches",
+        status_code=201,
+        response_model=SearchCreated,
+        tags=["searches"],
+        summary="Run a missing-person search",
+        description="JSON body (a SearchQuery) or multipart: a `query` JSON field and up to "
+        f"{MAX_PHOTOS} `photos` files. `case_id` and `reason` are required. Role: analyst.",
+        openapi_extra=_SEARCH_BODY,
+    )
+    async def create_search(request: Request, who: Principal = analyst) -> Any:
+        data, photos = await _read_search_request(request, ctx)
+        query = _parse_query(data, photos, who)
+        # audited before it runs: a search that fails half-way was still asked for
+        _audit_search(ctx, who, "search.create", query)
+        embedded, result = await _in_thread(_run_search, ctx, query)
+        search_id = secrets.token_hex(8)
+        ctx.searches.put(search_id, embedded, result)
+        return {"search_id": search_id, "result": result.model_dump(mode="json")}
+
+    @app.get(
+        "/searches/{search_id}",
+        tags=["searches"],
+        summary="A search's result",
+        description="The ranked candidates of a search run by this API. Role: analyst.",
+    )
+    def get_search(search_id: str, who: Principal = analyst) -> dict[str, Any]:
+        query, result = ctx.searches.get(search_id)
+        _audit_search(ctx, who, "search.read", query, {"search_id": search_id})
+        return {"search_id": search_id, "result": result.model_dump(mode="json")}
+
+    @app.post(
+        "/searches/{search_id}/refine",
+        tags=["searches"],
+        summary="Confirm or reject candidates and re-rank",
+        description="Confirmed identities' samples join the query; rejected ones are left "
+        "out. Returns the new result under the same id. Role: analyst.",
+    )
+    def refine_search(
+        search_id: str, body: RefineRequest, who: Principal = analyst
+    ) -> dict[str, Any]:
+        query, _ = ctx.searches.get(search_id)
+        with _invalid_on_value_error():
+            query = refine(query, body.confirmed, body.rejected)
+        _audit_search(ctx, who, "search.refine", query, {"search_id": search_id})
+        embedded, result = _run_search(ctx, query)
+        ctx.searches.put(search_id, embedded, result)
+        return {"search_id": search_id, "result": result.model_dump(mode="json")}
+
+    @app.get(
+        "/searches/{search_id}/candidates/{key}/route",
+        tags=["searches"],
+        summary="A candidate's route",
+        description="Every sighting of the candidate in the search window, in time order. "
+        "Role: analyst.",
+    )
+    def candidate_route(search_id: str, key: str, who: Principal = analyst) -> dict[str, Any]:
+        query, result = ctx.searches.get(search_id)
+        found = next((c for c in result.candidates if c.key == key), None)
+        if found is None:
+            raise ApiError(404, "not found", f"search {search_id} has no candidate {key!r}")
+        extra = {"search_id": search_id, "candidate": key}
+        _audit_search(ctx, who, "search.route", query, extra)
+        return {
+            "search_id": search_id,
+            "key": key,
+            "global_id": found.global_id,
+            "route": [s.model_dump(mode="json") for s in found.route],
+        }
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking work (polars scans, model calls) off the event loop."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+# --------------------------------------------------------------------------- data
+
+
+_START = Query(description="Window start: ISO 8601 (naive is UTC) or epoch seconds.")
+_END = Query(description="Window end (closed).")
+
+
+def _audit_read(ctx: _Context, who: Principal, action: str, params: dict[str, Any]) -> None:
+    ctx.audit.append(
+        who.principal,
+        who.role,
+        action,
+        case_id=params.pop("case_id", None),
+        reason=params.pop("reason", None),
+        parameters={"key_id": who.key_id, **params},
+    )
+
+
+_CASE = Query(None, max_length=200, description="Case this read serves (recorded).")
+_REASON = Query(None, max_length=2000, description="Why (recorded).")
+
+
+def _track_routes(app: FastAPI, ctx: _Context) -> None:
+    data = Depends(_requires(ctx, "data"))
+
+    @app.get(
+        "/tracks",
+        tags=["tracks"],
+        summary="Fused tracks in a window",
+        description="One row per observation (global_id, tracklet, camera, time, box, "
+        "ground position). `format=parquet` returns a Parquet file. Role: data.",
+    )
+    def tracks(
+        start: datetime = _START,
+        end: datetime = _END,
+        cameras: Annotated[
+            list[str] | None, Query(description="Camera ids (repeat or a,b).")
+        ] = None,
+        area: Annotated[
+            str | None, Query(description="Ground polygon 'x1,y1;x2,y2;x3,y3' (m).")
+        ] = None,
+        format: Annotated[
+            Literal["json", "parquet"], Query(description="Response format.")
+        ] = "json",
+        case_id: str | None = _CASE,
+        reason: str | None = _REASON,
+        who: Principal = data,
+    ) -> Response:
+        ids, polygon = _ids(cameras), _area(area)
+        params = {"start": start, "end": end, "cameras": ids, "area": polygon, "format": format}
+        _audit_read(ctx, who, "tracks.read", {**params, "case_id": case_id, "reason": reason})
+        with _invalid_on_value_error():
+            frame = fused_tracks(ctx.store, start, end, cameras=ids, area=polygon)
+        if format == "parquet":
+            buffer = io.BytesIO()
+            frame.write_parquet(buffer)
+            return Response(
+                buffer.getvalue(),
+                media_type=PARQUET_MEDIA_TYPE,
+                headers={"Content-Disposition": 'attachment; filename="tracks.parquet"'},
+            )
+        return _rows(frame)
+
+    @app.get(
+        "/identities/{global_id}/route",
+        tags=["tracks"],
+        summary="An identity's route",
+        description="Where a global identity was seen, one row per tracklet, in time order. "
+        "Role: data.",
+    )
+    def identity_route(
+        global_id: str,
+        case_id: str | None = _CASE,
+        reason: str | None = _REASON,
+        who: Principal = data,
+    ) -> Response:
+        params = {"global_id": global_id, "case_id": case_id, "reason": reason}
+        _audit_read(ctx, who, "tracks.route", params)
+        with _invalid_on_value_error():
+            frame = route(ctx.store, global_id)
+        if frame.is_empty():
+            raise ApiError(404, "not found", f"no sightings of global id {global_id!r}")
+        return _rows(frame)
+
+
+def _density_routes(app: FastAPI, ctx: _Context) -> None:
+    data = Depends(_requires(ctx, "data"))
+    zones_q = Query(None, description="Zone ids (repeat or a,b); default all.")
+
+    def read(who: Principal, view: str, **params: Any) -> None:
+        _audit_read(ctx, who, "density.read", {"view": view, **params})
+
+    @app.get(
+        "/density/zones",
+        tags=["density"],
+        summary="People per zone over time",
+        description="Per zone and bucket: mean count, peak, density per m², coverage. Role: data.",
+    )
+    def zones(
+        start: datetime = _START,
+        end: datetime = _END,
+        bucket_s: int = Query(1, ge=1, le=3600, description="Bucket length in seconds."),
+        zones: list[str] | None = zones_q,
+        who: Principal = data,
+    ) -> Response:
+        ids = _ids(zones)
+        read(who, "zones", start=start, end=end, bucket_s=bucket_s, zones=ids)
+        with _invalid_on_value_error():
+            return _rows(zone_counts(ctx.store, start, end, zones=ids, bucket_s=bucket_s))
+
+    @app.get(
+        "/density/summary",
+        tags=["density"],
+        summary="Per-zone summary of a window",
+        description="Mean and peak count and density, the peak's time, lowest coverage. "
+        "Role: data.",
+    )
+    def summary(
+        start: datetime = _START,
+        end: datetime = _END,
+        zones: list[str] | None = zones_q,
+        who: Principal = data,
+    ) -> Response:
+        ids = _ids(zones)
+        read(who, "summary", start=start, end=end, zones=ids)
+        with _invalid_on_value_error():
+            return _rows(zone_summary(ctx.store, start, end, zones=ids))
+
+    @app.get(
+        "/density/alerts",
+        tags=["density"],
+        summary="Crowd alerts",
+        description="Alerts overlapping the window (open ones run on); `open_only` keeps "
+        "those not yet cleared. Role: data.",
+    )
+    def alerts(
+        start: Annotated[
+            datetime | None, Query(description="Window start (default: open).")
+        ] = None,
+        end: Annotated[datetime | None, Query(description="Window end (default: open).")] = None,
+        zones: list[str] | None = zones_q,
+        open_only: Annotated[bool, Query(description="Only alerts still open.")] = False,
+        who: Principal = data,
+    ) -> Response:
+        ids = _ids(zones)
+        read(who, "alerts", start=start, end=end, zones=ids, open_only=open_only)
+        with _invalid_on_value_error():
+            frame = density_alerts(ctx.store, start, end, zones=ids, open_only=open_only)
+            return _rows(frame)
+
+    @app.get(
+        "/density/heatmap.png",
+        tags=["density"],
+        summary="Occupancy heatmap of the site",
+        description="Mean people per m² over the window on the site map, with zones and "
+        "cameras (PNG). Role: data.",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def heatmap(start: datetime = _START, end: datetime = _END, who: Principal = data) -> Response:
+        read(who, "heatmap", start=start, end=end)
+        with _invalid_on_value_error():
+            if end < start:
+                raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+            points = ground_points(ctx.store, start, end)
+            seconds = max((end - start).total_seconds(), 1.0)
+            png = render_site_png(site_occupancy(points, ctx.site, seconds), ctx.site)
+        return Response(png, media_type="image/png")
+
+
+# --------------------------------------------------------------------------- ops, admin
+
+
+def _ops_routes(app: FastAPI, ctx: _Context) -> None:
+    operator, admin = Depends(_requires(ctx, "operator")), Depends(_requires(ctx, "admin"))
+
+    @app.get(
+        "/cameras",
+        tags=["operations"],
+        summary="Cameras of the site",
+        description="Ids, sources (passwords hidden), target fps and resolution from the site "
+        "config. Live health is not reported here yet. Role: operator.",
+    )
+    def cameras(who: Principal = operator) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": c.id,
+                "source": _public_source(str(c.source)),
+                "fps": c.fps,
+                "resolution": list(c.resolution) if c.resolution else None,
+            }
+            for c in ctx.site.cameras
+        ]
+
+    @app.get(
+        "/audit/verify",
+        tags=["admin"],
+        summary="Check the audit log's hash chain",
+        description="`ok` is false, with the first bad entry, when an entry was edited, "
+        "removed or reordered. The check itself is audited. Role: admin.",
+    )
+    def audit_verify(who: Principal = admin) -> dict[str, Any]:
+        report = ctx.audit.verify().to_dict()
+        _audit_read(ctx, who, "audit.verify", {"ok": report["ok"]})
+        return report
+
+
+# --------------------------------------------------------------------------- app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Any:
+        return _error(exc.status, exc.error, exc.detail, exc.headers)
+
+    @app.exception_handler(AuthenticationError)
+    async def unauthenticated(request: Request, exc: AuthenticationError) -> Any:
+        headers = {"WWW-Authenticate": 'Bearer realm="sightline"'}
+        return _error(401, "unauthenticated", str(exc), headers)
+
+    @app.exception_handler(PermissionDenied)
+    async def forbidden(request: Request, exc: PermissionDenied) -> Any:
+        return _error(403, "forbidden", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Any:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(422, "invalid request", "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        return _error(exc.status_code, "http error", exc.detail, exc.headers)
+
+
+def create_app(
+    site: SiteConfig,
+    *,
+    store_root: str | Path | None = None,
+    keys_file: str | Path | None = None,
+    audit_dir: str | Path | None = None,
+    embed: Embed | None = None,
+    detect: Detect | None = None,
+    adapter: PhotoAdapter | None = None,
+) -> FastAPI:
+    """The Sightline HTTP API for ``site``.
+
+    ``store_root`` defaults to the site's ``storage.root``, ``keys_file`` and
+    ``audit_dir`` to :func:`~sightline.security.security_paths`. A missing key file is
+    allowed (every request is then 401 until ``sightline keys create`` writes one; the
+    store re-reads it when it changes). ``embed``/``detect``/``adapter`` turn uploaded
+    photos into query vectors; without ``embed`` a photo search is a 503, while searches
+    by embeddings or description work.
+    """
+    if keys_file is None or audit_dir is None:
+        default_keys, default_audit = security_paths(site)
+        keys_file = keys_file if keys_file is not None else default_keys
+        audit_dir = audit_dir if audit_dir is not None else default_audit
+    if not Path(keys_file).exists():
+        log.warning("%s: no key file yet; every request is refused until keys exist", keys_file)
+    ctx = _Context(
+        site=site,
+        store=str(store_root if store_root is not None else site.storage.root),
+        keys=KeyStore(keys_file, create=True),
+        audit=AuditLog(audit_dir),
+        embed=embed,
+        detect=detect,
+        adapter=adapter,
+    )
+    app = FastAPI(
+        title="Sightline API",
+        version="0.1.0",
+        description="Missing-person search, fused tracks and crowd density across a site's "
+        "cameras. Every route needs an API key (`Authorization: Bearer <key>`) whose role "
+        "allows it; every search and data read is audited.",
+    )
+    _install_error_handlers(app)
+    _search_routes(app, ctx)
+    _track_routes(app, ctx)
+    _density_routes(app, ctx)
+    _ops_routes(app, ctx)
+    app.state.sightline = ctx
+    return app
+
+
+# --------------------------------------------------------------------------- Ray Serve
+
+
+def build_api_deployment(
+    site: SiteConfig,
+    *,
+    store_root: str | Path | None = None,
+    keys_file: str | Path | None = None,
+    audit_dir: str | Path | None = None,
+    models: Callable[[], tuple[Embed | None, Detect | None, PhotoAdapter | None]] | None = None,
+    **deployment_options: Any,
+) -> Any:
+    """A Serve deployment (call ``.bind()`` on it) serving :func:`create_app`.
+
+    The app is built in each replica by a builder function: the key store and audit log
+    hold locks that cannot be pickled, and ``models`` (a function returning ``(embed,
+    detect, adapter)``, for example wrapping the Embedder deployment's handle) should run
+    where the requests are served. ``deployment_options`` go to ``serve.deployment``
+    (default name ``SightlineAPI``). Ray is imported here, not at module import.
+    """
+    from ray import serve
+
+    def build() -> FastAPI:
+        embed, detect, adapter = models() if models is not None else (None, None, None)
+        return create_app(
+            site,
+            store_root=store_root,
+            keys_file=keys_file,
+            audit_dir=audit_dir,
+            embed=embed,
+            detect=detect,
+            adapter=adapter,
+        )
+
+    options = {"name": "SightlineAPI", **deployment_options}
+
+    @serve.deployment(**options)
+    @serve.ingress(build)
+    class SightlineAPI:
+        """The HTTP API ingress; routes come from :func:`create_app`."""
+
+    return SightlineAPI
