@@ -21,6 +21,7 @@ from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
 from sightline.density.commands import add_density_commands
 from sightline.evaluation import EvaluationError
+from sightline.search.commands import add_search_commands
 from sightline.security.commands import add_security_commands
 from sightline.sim import PRESETS, SimulationError, simulate
 from sightline.sim.summary import format_summary, summarise
@@ -474,6 +475,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_pipeline_commands(sub)
     add_density_commands(sub)
     add_security_commands(sub)
+    add_search_commands(sub)
     return parser
 
 
