@@ -211,10 +211,6 @@ class DensityCounter:
         if camera_id in self._cameras:
             self._cameras[camera_id].finished = True
 
-    def add_camera(self, camera_id: str, fps: float) -> None:
-        """Count a camera added at run time (zones it sees need a new coverage)."""
-        self._cameras.setdefault(camera_id, _Camera(fps))
-
     # ------------------------------------------------------------------ output
 
     def watermark(self) -> float:

@@ -43,6 +43,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sightline.durable import fsync_path
+
 __all__ = [
     "ENTRY_FIELDS",
     "GENESIS",
@@ -328,7 +330,7 @@ class AuditLog:
             finally:
                 os.close(fd)
             if new and self.durable:
-                _fsync_dir(self.folder)
+                fsync_path(self.folder)
         except OSError as exc:
             self._head_cache = None  # re-read the file next time: it may hold part of a line
             raise AuditError(f"{path}: cannot write the audit entry: {exc}") from exc
@@ -494,7 +496,7 @@ class AuditLog:
             for _, path in victims:
                 path.unlink()
                 path.with_name(path.name + ".torn").unlink(missing_ok=True)
-            _fsync_dir(self.folder)
+            fsync_path(self.folder)
         return {"files": names, "checkpoint": checkpoint, "entry": entry}
 
     # ------------------------------------------------------------------ helpers
@@ -603,7 +605,7 @@ class AuditLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.folder)
+        fsync_path(self.folder)
 
 
 def _parse_entry(raw: bytes) -> dict[str, Any] | str:
@@ -677,11 +679,3 @@ def _last_entry(path: Path) -> dict[str, Any]:
             "run `sightline audit verify`"
         )
     return entry
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sightline.durable import fsync_path
+
 __all__ = [
     "DEFAULT_ITERATIONS",
     "ROLES",
@@ -338,13 +340,5 @@ class KeyStore:
             tmp.unlink(missing_ok=True)
             self._reload(force=True)  # drop the change that did not reach the file
             raise KeyStoreError(f"{self.path}: cannot write key file: {exc}") from exc
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
         self._reload(force=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

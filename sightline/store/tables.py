@@ -49,6 +49,7 @@ import numpy as np
 import polars as pl
 
 from sightline.config import StorageConfig
+from sightline.durable import fsync_path
 from sightline.tracking.sink import TRACKLET_SCHEMA, tracklets_frame
 from sightline.tracking.tracklets import Tracklet
 
@@ -380,14 +381,6 @@ class _Thumbnails:
             self.on_disk.popitem(last=False)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _missing_parents(folder: Path) -> list[Path]:
     """``folder`` and its ancestors that do not exist yet, outermost first."""
     missing = []
@@ -424,10 +417,10 @@ def _commit_local(files: dict[Path, Callable[[Path], object]], durable: bool) ->
 def _fsync_all(paths: list[Path]) -> None:
     if len(paths) < 2:
         for path in paths:
-            _fsync(path)
+            fsync_path(path)
         return
     with ThreadPoolExecutor(min(_FSYNC_THREADS, len(paths))) as pool:
-        list(pool.map(_fsync, paths))
+        list(pool.map(fsync_path, paths))
 
 
 _PART = re.compile(r"^part-(\d+)\.parquet$")

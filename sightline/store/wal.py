@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from sightline.durable import fsync_path
 from sightline.tracking.tracklets import Tracklet
 
 try:  # POSIX only; elsewhere two writers on one log are not prevented
@@ -155,14 +156,6 @@ def _scan_segment(segment: Path) -> _Scan:
     return scan
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class WriteAheadLog:
     """An append-only, fsynced, checksummed log of byte records in rolling segments.
 
@@ -248,7 +241,7 @@ class WriteAheadLog:
         for path in removed:
             path.unlink()
         if removed:
-            _fsync_dir(self.folder)
+            fsync_path(self.folder)
         return removed
 
     def close(self) -> None:
@@ -311,7 +304,7 @@ class WriteAheadLog:
         path = self._segment_path(self._number)
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - held open for appends
         if roll:
-            _fsync_dir(self.folder)  # the new file's name must survive a crash too
+            fsync_path(self.folder)  # the new file's name must survive a crash too
 
     def _close_file(self) -> None:
         if self._file is not None:

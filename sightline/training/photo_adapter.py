@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sightline.fusion.calibration import AppearanceCalibration, fit_calibration
+from sightline.fusion.calibration import fit_calibration
 from sightline.search.photo_adapter import DEFAULT_PHOTO_ADAPTER, PhotoAdapter, fit_photo_adapter
 from sightline.search.photos import person_box
 from sightline.search.scoring import DEFAULT_PHOTO_CALIBRATION
@@ -134,8 +134,3 @@ def train_photo_adapter(
     adapter.save(adapter_path)
     calibration.save(calibration_path)
     return {**report, "adapter": str(adapter_path), "calibration_file": str(calibration_path)}
-
-
-def load_photo_calibration(path: Path = DEFAULT_PHOTO_CALIBRATION) -> AppearanceCalibration:
-    """The photo calibration written by :func:`train_photo_adapter`."""
-    return AppearanceCalibration.load(path)
