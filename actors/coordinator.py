@@ -96,6 +96,11 @@ class Coordinator:
         """A camera's stream ended: its absence no longer holds density counts back."""
         return self._density.finish_camera(camera_id)
 
+    def set_site(self, site: SiteConfig) -> int:
+        """Cameras were added, changed or removed at run time: density counts the new set
+        (fusion needs nothing: it learns cameras from their tracklets)."""
+        return self._density.set_cameras(site)
+
     def close_density(self) -> int:
         """Count every second still held (all streams are over)."""
         return self._density.close()

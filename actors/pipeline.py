@@ -25,9 +25,16 @@ from ray import serve
 from actors.camera import CameraActor
 from actors.coordinator import start_coordinator
 from serve.deployments import ModelHandles, deploy_models
-from sightline.config import SiteConfig
+from sightline.config import CameraConfig, SiteConfig
 
-__all__ = ["CAMERA_NUM_CPUS", "connect_ray", "read_detections", "run_pipeline"]
+__all__ = [
+    "CAMERA_NUM_CPUS",
+    "connect_ray",
+    "read_detections",
+    "run_pipeline",
+    "start_camera",
+    "start_cameras",
+]
 
 # Decoding a 640x360 stream at 10 fps takes a fraction of a core; reserving a whole CPU
 # per camera would leave no room for the model replicas on a small machine.
@@ -57,6 +64,33 @@ def _progress_line(healths: list[dict[str, Any]]) -> str:
     return "pipeline: " + " | ".join(parts)
 
 
+def start_camera(
+    site: SiteConfig,
+    camera: CameraConfig,
+    handles: ModelHandles,
+    out_dir: Path | str,
+    app_prefix: str,
+    *,
+    track: bool = True,
+    coordinator: Any = None,
+) -> Any:
+    """A CameraActor for ``camera`` of ``site`` (named ``<app_prefix>-camera-<id>``):
+    detect and (with ``track``) track, sending tracklets to ``coordinator`` when given.
+    The actor is created, not started: call its ``run``."""
+    return CameraActor.options(
+        name=f"{app_prefix}-camera-{camera.id}", num_cpus=CAMERA_NUM_CPUS
+    ).remote(
+        camera,
+        handles.detector,
+        out_dir=str(out_dir),
+        mode=camera.mode,
+        max_in_flight=camera.max_in_flight,
+        embedder=handles.embedder if track else None,
+        tracking=site.tracking,
+        coordinator=coordinator,
+    )
+
+
 def start_cameras(
     site: SiteConfig,
     handles: ModelHandles,
@@ -66,25 +100,14 @@ def start_cameras(
     track: bool = True,
     coordinator: Any = None,
 ) -> dict[str, Any]:
-    """One CameraActor per enabled camera of ``site``: detect and (with ``track``) track,
-    sending tracklets to ``coordinator`` when given."""
-    actors = {}
-    for camera in site.cameras:
-        if not camera.enabled:
-            continue
-        actors[camera.id] = CameraActor.options(
-            name=f"{app_prefix}-camera-{camera.id}", num_cpus=CAMERA_NUM_CPUS
-        ).remote(
-            camera,
-            handles.detector,
-            out_dir=str(out_dir),
-            mode=camera.mode,
-            max_in_flight=camera.max_in_flight,
-            embedder=handles.embedder if track else None,
-            tracking=site.tracking,
-            coordinator=coordinator,
+    """One CameraActor per enabled camera of ``site`` (see :func:`start_camera`)."""
+    return {
+        camera.id: start_camera(
+            site, camera, handles, out_dir, app_prefix, track=track, coordinator=coordinator
         )
-    return actors
+        for camera in site.cameras
+        if camera.enabled
+    }
 
 
 def run_pipeline(

@@ -19,14 +19,16 @@ replica that ran it: with several replicas, route by ``search_id`` or keep one r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,11 +39,12 @@ from urllib.parse import urlsplit, urlunsplit
 import polars as pl
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sightline.config import SiteConfig
+from serve.live import Operations, PipelineUnavailableError
+from sightline.config import ConfigError, SiteConfig
 from sightline.density.heatmap import render_site_png, site_occupancy
 from sightline.density.queries import density_alerts, ground_points, zone_counts, zone_summary
 from sightline.search import SearchQuery, SearchQueryError, SearchResult, refine, search_store
@@ -62,6 +65,12 @@ from sightline.store.tables import StoreError
 __all__ = ["MAX_SEARCHES", "PARQUET_MEDIA_TYPE", "ApiError", "build_api_deployment", "create_app"]
 
 log = logging.getLogger(__name__)
+
+EVENT_POLL_S = 1.0
+"""How often the event stream asks the pipeline for new alerts."""
+
+EVENT_KEEPALIVE_S = 15.0
+"""A comment line is sent this often on a quiet event stream so proxies keep it open."""
 
 MAX_SEARCHES = 1000
 """Search results kept in memory per replica; the oldest is dropped first. Raising it
@@ -120,7 +129,20 @@ class _Context:
     embed: Embed | None
     detect: Detect | None
     adapter: PhotoAdapter | None
+    ops: Operations | None = None
     searches: SearchBook = field(default_factory=SearchBook)
+    poll_s: float = EVENT_POLL_S
+
+    def live(self) -> Operations:
+        """The running pipeline, or a 503 saying it is not running."""
+        if self.ops is None:
+            raise ApiError(
+                503,
+                "pipeline not running",
+                "this API serves the store only; live cameras, density, watches and "
+                "operations need the pipeline (`sightline serve --config site.yaml`)",
+            )
+        return self.ops
 
     @property
     def max_upload_bytes(self) -> int:
@@ -575,6 +597,18 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
             return _rows(frame)
 
     @app.get(
+        "/density/now",
+        tags=["density"],
+        summary="Crowd density now",
+        description="The newest counted second of each zone of the running pipeline: "
+        "count, density per m², coverage, cameras. Role: data.",
+    )
+    def now(who: Principal = data) -> dict[str, dict[str, Any]]:
+        read(who, "now")
+        with _live_errors():
+            return ctx.live().density_now()
+
+    @app.get(
         "/density/heatmap.png",
         tags=["density"],
         summary="Occupancy heatmap of the site",
@@ -597,26 +631,143 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
 # --------------------------------------------------------------------------- ops, admin
 
 
+def _public_camera(entry: dict[str, Any]) -> dict[str, Any]:
+    return {**entry, "source": _public_source(str(entry.get("source", "")))}
+
+
+def _audit_op(ctx: _Context, who: Principal, action: str, params: dict[str, Any]) -> None:
+    ctx.audit.append(who.principal, who.role, action, parameters={"key_id": who.key_id, **params})
+
+
+@contextmanager
+def _live_errors() -> Iterator[None]:
+    """The pipeline's refusals as HTTP: bad settings 422, unknown ids 404, down 503."""
+    try:
+        yield
+    except PipelineUnavailableError as exc:
+        raise ApiError(503, "pipeline unavailable", str(exc)) from None
+    except ConfigError as exc:
+        raise ApiError(422, "invalid request", str(exc)) from None
+    except KeyError as exc:
+        raise ApiError(404, "not found", str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+class CameraChange(BaseModel):
+    """A camera's settings as in the ``cameras:`` list of ``site.yaml`` (validated there)."""
+
+    model_config = {
+        "extra": "allow",
+        "json_schema_extra": {
+            "example": {
+                "id": "gate2",
+                "source": "rtsp://10.0.0.7/stream1",
+                "fps": 10,
+                "resolution": [640, 360],
+                "calibration": [
+                    {"image": [0, 360], "ground": [0, 0]},
+                    {"image": [640, 360], "ground": [8, 0]},
+                    {"image": [640, 200], "ground": [8, 12]},
+                    {"image": [0, 200], "ground": [0, 12]},
+                ],
+            }
+        },
+    }
+
+    id: str = Field(min_length=1, max_length=100, description="Camera id.")
+
+
 def _ops_routes(app: FastAPI, ctx: _Context) -> None:
     operator, admin = Depends(_requires(ctx, "operator")), Depends(_requires(ctx, "admin"))
 
     @app.get(
         "/cameras",
         tags=["operations"],
-        summary="Cameras of the site",
-        description="Ids, sources (passwords hidden), target fps and resolution from the site "
-        "config. Live health is not reported here yet. Role: operator.",
+        summary="Cameras with health",
+        description="Every camera of the running pipeline with its settings (passwords in "
+        "stream URLs hidden) and health: state, fps in/out, lag, drops, decode errors, "
+        "reconnects, last frame time. Without a running pipeline, the site file's cameras "
+        "with `health: null`. Role: operator.",
     )
     def cameras(who: Principal = operator) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": c.id,
-                "source": _public_source(str(c.source)),
-                "fps": c.fps,
-                "resolution": list(c.resolution) if c.resolution else None,
-            }
-            for c in ctx.site.cameras
-        ]
+        if ctx.ops is None:
+            return [
+                {
+                    "id": c.id,
+                    "source": _public_source(str(c.source)),
+                    "fps": c.fps,
+                    "resolution": list(c.resolution),
+                    "enabled": c.enabled,
+                    "health": None,
+                }
+                for c in ctx.site.cameras
+            ]
+        with _live_errors():
+            return [_public_camera(c) for c in ctx.ops.cameras()]
+
+    @app.post(
+        "/cameras",
+        status_code=201,
+        tags=["operations"],
+        summary="Add a camera",
+        description="Starts a camera actor for the new camera; the others keep running. "
+        "The body is validated like the site file (422 naming the field). Role: operator.",
+    )
+    def add_camera(body: CameraChange, who: Principal = operator) -> dict[str, Any]:
+        camera = body.model_dump(mode="json")
+        _audit_op(ctx, who, "camera.add", {"camera": body.id})
+        with _live_errors():
+            return _public_camera(ctx.live().add_camera(camera))
+
+    @app.put(
+        "/cameras/{camera_id}",
+        tags=["operations"],
+        summary="Change a camera",
+        description="Replaces the camera's settings and restarts only its actor. Role: operator.",
+    )
+    def change_camera(
+        camera_id: str, body: CameraChange, who: Principal = operator
+    ) -> dict[str, Any]:
+        if body.id != camera_id:
+            raise ApiError(
+                422, "invalid request", f"id: {body.id!r} differs from the path's {camera_id!r}"
+            )
+        _audit_op(ctx, who, "camera.change", {"camera": camera_id})
+        with _live_errors():
+            return _public_camera(ctx.live().add_camera(body.model_dump(mode="json"), True))
+
+    @app.delete(
+        "/cameras/{camera_id}",
+        tags=["operations"],
+        summary="Remove a camera",
+        description="Stops the camera's actor (its tracklets so far stay stored) and "
+        "returns its final health. Role: operator.",
+    )
+    def remove_camera(camera_id: str, who: Principal = operator) -> dict[str, Any]:
+        _audit_op(ctx, who, "camera.remove", {"camera": camera_id})
+        with _live_errors():
+            return ctx.live().remove_camera(camera_id)
+
+    @app.get(
+        "/deployments",
+        tags=["operations"],
+        summary="Model replicas and batching",
+        description="Serve applications with replica counts per state, and the detector's "
+        "and embedder's batch statistics (of the replica that answered). Role: operator.",
+    )
+    def deployments(who: Principal = operator) -> dict[str, Any]:
+        with _live_errors():
+            return ctx.live().deployments()
+
+    @app.get(
+        "/cluster",
+        tags=["operations"],
+        summary="Cluster resources",
+        description="Ray cluster resources in total and available, and the live nodes. "
+        "Role: operator.",
+    )
+    def cluster(who: Principal = operator) -> dict[str, Any]:
+        with _live_errors():
+            return ctx.live().cluster()
 
     @app.get(
         "/audit/verify",
@@ -629,6 +780,177 @@ def _ops_routes(app: FastAPI, ctx: _Context) -> None:
         report = ctx.audit.verify().to_dict()
         _audit_read(ctx, who, "audit.verify", {"ok": report["ok"]})
         return report
+
+
+# --------------------------------------------------------------------------- live
+
+
+def _watch_routes(app: FastAPI, ctx: _Context) -> None:
+    analyst = Depends(_requires(ctx, "analyst"))
+
+    @app.post(
+        "/watches",
+        status_code=201,
+        tags=["watches"],
+        summary="Open a standing watch",
+        description="Keeps a search open over live ingest: a new tracklet matching above "
+        "`threshold` (default the query's `min_confidence`) raises an alert, readable at "
+        "`/watches/alerts` and pushed on `/events`. Body as for `POST /searches` (JSON or "
+        "multipart with photos) plus an optional `threshold`. Role: analyst.",
+        openapi_extra=_SEARCH_BODY,
+    )
+    async def create_watch(request: Request, who: Principal = analyst) -> dict[str, Any]:
+        data, photos = await _read_search_request(request, ctx)
+        threshold = data.pop("threshold", None) if isinstance(data, dict) else None
+        if threshold is not None and not isinstance(threshold, int | float):
+            raise ApiError(
+                422, "invalid request", f"threshold: a number in [0, 1], got {threshold!r}"
+            )
+        query = _parse_query(data, photos, who)
+        _audit_search(ctx, who, "watch.create", query, {"threshold": threshold})
+        live = ctx.live()
+        if query.photos and ctx.embed is None:
+            raise ApiError(503, "embedder unavailable", "photos cannot be embedded here")
+        with _invalid_on_value_error():
+            embedded = await _in_thread(embed_query, query, ctx.embed, ctx.detect, ctx.adapter)
+        with _live_errors(), _invalid_on_value_error():
+            watch_id = await _in_thread(live.add_watch, embedded, threshold)
+        return {"watch_id": watch_id}
+
+    @app.get(
+        "/watches",
+        tags=["watches"],
+        summary="Open watches",
+        description="Every open watch: id, case, reason, who opened it, threshold, alert "
+        "count. Role: analyst.",
+    )
+    def list_watches(who: Principal = analyst) -> list[dict[str, Any]]:
+        _audit_read(ctx, who, "watch.list", {})
+        with _live_errors():
+            return ctx.live().watches()
+
+    @app.delete(
+        "/watches/{watch_id}",
+        tags=["watches"],
+        summary="Close a watch",
+        description="Its alerts so far stay readable. Role: analyst.",
+    )
+    def close_watch(watch_id: str, who: Principal = analyst) -> dict[str, Any]:
+        _audit_read(ctx, who, "watch.close", {"watch_id": watch_id})
+        with _live_errors():
+            ctx.live().remove_watch(watch_id)
+        return {"watch_id": watch_id, "closed": True}
+
+    @app.get(
+        "/watches/alerts",
+        tags=["watches"],
+        summary="Watch alerts",
+        description="Alerts numbered after `since` (poll with the last `seq` seen), oldest "
+        "first. Role: analyst.",
+    )
+    def watch_alerts(
+        since: int = Query(0, ge=0, description="Last alert seq already seen."),
+        who: Principal = analyst,
+    ) -> list[dict[str, Any]]:
+        _audit_read(ctx, who, "watch.alerts", {"since": since})
+        with _live_errors():
+            return ctx.live().watch_alerts(since)
+
+
+EVENT_STREAMS = {"watch_alert": "analyst", "density_alert": "data"}
+"""Event kinds of ``/events`` and the role that receives each (operators get crowd
+alerts too)."""
+
+
+def _event_kinds(role: str) -> list[str]:
+    kinds = [k for k, r in EVENT_STREAMS.items() if r == role]
+    if role == "operator":
+        kinds.append("density_alert")
+    return kinds
+
+
+def _sse(kind: str, seq: int, payload: dict[str, Any]) -> str:
+    data = json.dumps(payload, default=str, separators=(",", ":"))
+    return f"id: {kind}-{seq}\nevent: {kind}\ndata: {data}\n\n"
+
+
+async def _alert_stream(
+    request: Request,
+    ctx: _Context,
+    cursors: dict[str, int],
+    timeout_s: float | None,
+) -> AsyncIterator[str]:
+    """Server-sent events of the alerts of ``cursors``' kinds after each cursor, polled
+    every ``ctx.poll_s``, until the client leaves or ``timeout_s`` passes."""
+    live = ctx.live()
+    readers = {"watch_alert": live.watch_alerts, "density_alert": live.density_alerts}
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    yield f"retry: {int(ctx.poll_s * 1000)}\n: streaming {', '.join(cursors)}\n\n"
+    while deadline is None or time.monotonic() < deadline:
+        if await request.is_disconnected():
+            return
+        for kind, after in list(cursors.items()):
+            try:
+                rows = await _in_thread(readers[kind], after)
+            except PipelineUnavailableError as exc:
+                yield f"event: error\ndata: {json.dumps(str(exc))}\n\n"
+                continue
+            for row in rows:
+                cursors[kind] = max(cursors[kind], int(row["seq"]))
+                quiet_since = time.monotonic()
+                yield _sse(kind, int(row["seq"]), row)
+        if time.monotonic() - quiet_since >= EVENT_KEEPALIVE_S:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        wait = ctx.poll_s
+        if deadline is not None:
+            wait = min(wait, max(deadline - time.monotonic(), 0.0))
+        await asyncio.sleep(wait)
+
+
+def _event_routes(app: FastAPI, ctx: _Context) -> None:
+    def any_role(request: Request) -> Principal:
+        principal = ctx.keys.authenticate(_token(request))
+        if not _event_kinds(principal.role):
+            raise PermissionDenied(
+                f"role {principal.role!r} receives no events: /events streams watch alerts "
+                "to analysts and crowd alerts to data and operator keys"
+            )
+        return principal
+
+    subscriber = Depends(any_role)
+
+    @app.get(
+        "/events",
+        tags=["events"],
+        summary="Live alerts (server-sent events)",
+        description="A `text/event-stream` of the alerts your role may see: `watch_alert` "
+        "(analyst) and `density_alert` (data, operator). Each event's id is "
+        "`<kind>-<seq>`; reconnect with `since_watch`/`since_density` set to the last seq "
+        "seen. `timeout_s` ends the stream (default: open until the client leaves).",
+        response_class=Response,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    def events(
+        request: Request,
+        since_watch: int = Query(0, ge=0, description="Last watch alert seq seen."),
+        since_density: int = Query(0, ge=0, description="Last crowd alert seq seen."),
+        timeout_s: float | None = Query(
+            None, gt=0, le=86400, description="Close the stream after this many seconds."
+        ),
+        who: Principal = subscriber,
+    ) -> Response:
+        kinds = _event_kinds(who.role)
+        ctx.live()  # 503 before the stream starts, not inside it
+        _audit_read(ctx, who, "events.subscribe", {"kinds": kinds})
+        start = {"watch_alert": since_watch, "density_alert": since_density}
+        cursors = {kind: start[kind] for kind in kinds}
+        return StreamingResponse(
+            _alert_stream(request, ctx, cursors, timeout_s),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
 
 # --------------------------------------------------------------------------- app
@@ -658,7 +980,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, "http error", exc.detail, exc.headers)
 
 
-def create_app(
+def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     site: SiteConfig,
     *,
     store_root: str | Path | None = None,
@@ -667,6 +989,8 @@ def create_app(
     embed: Embed | None = None,
     detect: Detect | None = None,
     adapter: PhotoAdapter | None = None,
+    ops: Operations | None = None,
+    poll_s: float = EVENT_POLL_S,
 ) -> FastAPI:
     """The Sightline HTTP API for ``site``.
 
@@ -675,7 +999,10 @@ def create_app(
     allowed (every request is then 401 until ``sightline keys create`` writes one; the
     store re-reads it when it changes). ``embed``/``detect``/``adapter`` turn uploaded
     photos into query vectors; without ``embed`` a photo search is a 503, while searches
-    by embeddings or description work.
+    by embeddings or description work. ``ops`` is the running pipeline
+    (:class:`~serve.live.RayOperations`); without it the live routes (camera changes,
+    density now, watches, events, deployments, cluster) answer 503. ``poll_s`` is how
+    often ``/events`` asks it for new alerts.
     """
     if keys_file is None or audit_dir is None:
         default_keys, default_audit = security_paths(site)
@@ -691,6 +1018,8 @@ def create_app(
         embed=embed,
         detect=detect,
         adapter=adapter,
+        ops=ops,
+        poll_s=poll_s,
     )
     app = FastAPI(
         title="Sightline API",
@@ -704,6 +1033,8 @@ def create_app(
     _track_routes(app, ctx)
     _density_routes(app, ctx)
     _ops_routes(app, ctx)
+    _watch_routes(app, ctx)
+    _event_routes(app, ctx)
     app.state.sightline = ctx
     return app
 
@@ -717,21 +1048,33 @@ def build_api_deployment(
     store_root: str | Path | None = None,
     keys_file: str | Path | None = None,
     audit_dir: str | Path | None = None,
+    app_prefix: str | None = None,
     models: Callable[[], tuple[Embed | None, Detect | None, PhotoAdapter | None]] | None = None,
     **deployment_options: Any,
 ) -> Any:
     """A Serve deployment (call ``.bind()`` on it) serving :func:`create_app`.
 
     The app is built in each replica by a builder function: the key store and audit log
-    hold locks that cannot be pickled, and ``models`` (a function returning ``(embed,
-    detect, adapter)``, for example wrapping the Embedder deployment's handle) should run
-    where the requests are served. ``deployment_options`` go to ``serve.deployment``
-    (default name ``SightlineAPI``). Ray is imported here, not at module import.
+    hold locks that cannot be pickled, and the model handles should be made where the
+    requests are served. With ``app_prefix`` (the pipeline's, as ``sightline serve``
+    runs it) the live routes reach the running pipeline
+    (:class:`~serve.live.RayOperations`) and photos go through its model applications
+    (:func:`~serve.live.handle_models`); ``models`` (a function returning ``(embed,
+    detect, adapter)``) overrides the latter. ``deployment_options`` go to
+    ``serve.deployment`` (default name ``SightlineAPI``). Ray is imported here, not at
+    module import.
     """
     from ray import serve
 
+    from serve.live import RayOperations, handle_models
+
     def build() -> FastAPI:
-        embed, detect, adapter = models() if models is not None else (None, None, None)
+        if models is not None:
+            embed, detect, adapter = models()
+        elif app_prefix is not None:
+            embed, detect, adapter = handle_models(app_prefix, site.models.embedder.type)
+        else:
+            embed = detect = adapter = None
         return create_app(
             site,
             store_root=store_root,
@@ -740,6 +1083,7 @@ def build_api_deployment(
             embed=embed,
             detect=detect,
             adapter=adapter,
+            ops=RayOperations(app_prefix) if app_prefix is not None else None,
         )
 
     options = {"name": "SightlineAPI", **deployment_options}

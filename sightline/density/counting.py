@@ -211,6 +211,19 @@ class DensityCounter:
         if camera_id in self._cameras:
             self._cameras[camera_id].finished = True
 
+    def set_cameras(self, site: SiteConfig) -> None:
+        """The site's cameras changed at run time: count new ones (their coverage of the
+        zones is computed now); cameras no longer in ``site`` stop holding counts back."""
+        current = {c.id for c in site.cameras}
+        for camera in site.cameras:
+            self._cameras.setdefault(camera.id, _Camera(camera.fps))
+        for camera_id, cam in self._cameras.items():
+            if camera_id not in current:
+                cam.finished = True
+        self.site = site
+        self.coverage = ZoneCoverage.for_site(site)
+        self._step = 1.0 / max(c.fps for c in self._cameras.values())
+
     # ------------------------------------------------------------------ output
 
     def watermark(self) -> float:

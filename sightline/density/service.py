@@ -55,6 +55,13 @@ class DensityService:
         self.counter.finish_camera(camera_id)
         return self._advance(final=False)
 
+    def set_cameras(self, site: SiteConfig) -> int:
+        """The site's cameras changed at run time (see :meth:`DensityCounter.set_cameras`);
+        returns how many seconds became final because a removed camera no longer waits."""
+        self.site = site
+        self.counter.set_cameras(site)
+        return self._advance(final=False)
+
     def close(self) -> int:
         """Count every second still held (the streams are over)."""
         return self._advance(final=True)

@@ -1,0 +1,222 @@
+"""The pipeline supervisor: one async actor per site that owns the camera actors and the
+coordinator while Sightline runs as a service (``sightline serve``).
+
+``run_pipeline`` is for a batch run (start everything, wait for the files, stop). A
+service instead keeps running while operators add, change and remove cameras; the API
+replicas reach this actor by name (:func:`supervisor_name`) to do so and to read each
+camera's health. It holds the site config as it stands now (the file's plus the run-time
+changes, validated by :mod:`sightline.site_changes`) and tells the coordinator when the
+set of cameras changes, so density coverage follows.
+
+Changing a camera stops only that camera's actor and starts a new one; the others never
+notice. A camera whose recording ends stays listed with its final health (state
+``finished``) until it is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.coordinator import start_coordinator
+from actors.pipeline import start_camera
+from serve.deployments import get_model_handles
+from sightline.config import SiteConfig
+from sightline.site_changes import with_camera, without_camera
+
+__all__ = ["PipelineSupervisor", "start_supervisor", "supervisor_name"]
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_NUM_CPUS = 0.05
+STOP_TIMEOUT_S = 30.0
+HEALTH_TIMEOUT_S = 5.0
+
+
+def supervisor_name(app_prefix: str = "sightline") -> str:
+    """The Ray actor name of the supervisor of ``app_prefix``'s pipeline."""
+    return f"{app_prefix}-supervisor"
+
+
+@ray.remote
+class PipelineSupervisor:
+    """Owns the coordinator and one CameraActor per enabled camera (module docstring).
+
+    The model applications (``<app_prefix>-detector``/``-embedder``) must already be
+    running. ``base_dir`` resolves relative camera sources given at run time (the site
+    file's folder).
+    """
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        out_dir: str,
+        store_root: str,
+        app_prefix: str = "sightline",
+        base_dir: str | None = None,
+    ) -> None:
+        self.site = site
+        self.out_dir = Path(out_dir)
+        self.app_prefix = app_prefix
+        self.base_dir = base_dir
+        self.handles = get_model_handles(app_prefix)
+        self.coordinator: ActorHandle = start_coordinator(
+            site, self.out_dir / "wal", store_root, f"{app_prefix}-coordinator"
+        )
+        self._actors: dict[str, ActorHandle] = {}
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._final: dict[str, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()  # one camera change at a time
+        self.changes: list[dict[str, Any]] = []
+
+    async def start(self) -> list[str]:
+        """Start every enabled camera of the site; returns their ids."""
+        async with self._lock:
+            for camera in self.site.cameras:
+                if camera.enabled and camera.id not in self._actors:
+                    self._launch(camera.id)
+            return sorted(self._actors)
+
+    # ------------------------------------------------------------------ cameras
+
+    async def add_camera(self, camera: dict[str, Any], replace: bool = False) -> dict[str, Any]:
+        """Add a camera (a mapping as in ``site.yaml``), or with ``replace`` change the
+        camera of the same id (its actor restarts; the others do not). Raises
+        :class:`~sightline.config.ConfigError` naming the field for bad settings."""
+        async with self._lock:
+            site = with_camera(self.site, camera, replace=replace, base_dir=self.base_dir)
+            camera_id = camera["id"]
+            if replace:
+                await self._stop(camera_id)
+            self.site = site
+            await self.coordinator.set_site.remote(site)
+            if site.camera(camera_id).enabled:
+                self._launch(camera_id)
+            self.changes.append({"change": "replace" if replace else "add", "camera": camera_id})
+            return self._camera_entry(camera_id, None)
+
+    async def remove_camera(self, camera_id: str) -> dict[str, Any]:
+        """Stop and forget ``camera_id``; returns its final health. ``ConfigError`` if the
+        id is unknown or it is the site's last camera."""
+        async with self._lock:
+            site = without_camera(self.site, camera_id)
+            final = await self._stop(camera_id)
+            self.site = site
+            await self.coordinator.set_site.remote(site)
+            self._final.pop(camera_id, None)
+            self.changes.append({"change": "remove", "camera": camera_id})
+            return final or {"camera_id": camera_id, "state": "removed"}
+
+    async def cameras(self) -> list[dict[str, Any]]:
+        """Every camera of the site now: its settings (source as configured) and health."""
+        ids = [c.id for c in self.site.cameras]
+        live = [i for i in ids if i in self._actors and i not in self._final]
+        healths = await asyncio.gather(
+            *(self._health(self._actors[i]) for i in live), return_exceptions=True
+        )
+        by_id = dict(zip(live, healths, strict=True))
+        return [self._camera_entry(i, by_id.get(i)) for i in ids]
+
+    async def current_site(self) -> SiteConfig:
+        """The site config with the run-time camera changes."""
+        return self.site
+
+    async def done(self) -> bool:
+        """True when no camera is running (every recording has ended)."""
+        return all(t.done() for t in self._runs.values())
+
+    async def shutdown(self) -> dict[str, Any]:
+        """Stop every camera, count the density seconds still held and flush the store;
+        returns the coordinator's health."""
+        async with self._lock:
+            for camera_id in list(self._actors):
+                await self._stop(camera_id, forget=False)
+        await self.coordinator.close_density.remote()
+        await self.coordinator.flush.remote()
+        return await self.coordinator.health.remote()
+
+    # ------------------------------------------------------------------ internals
+
+    def _launch(self, camera_id: str) -> None:
+        camera = self.site.camera(camera_id)
+        actor = start_camera(
+            self.site,
+            camera,
+            self.handles,
+            self.out_dir,
+            self.app_prefix,
+            coordinator=self.coordinator,
+        )
+        self._actors[camera_id] = actor
+        self._final.pop(camera_id, None)
+        self._runs[camera_id] = asyncio.create_task(self._run(camera_id, actor))
+
+    async def _run(self, camera_id: str, actor: ActorHandle) -> None:
+        try:
+            health = await actor.run.remote()
+        except Exception as exc:  # a killed or crashed actor: say so, keep the others
+            health = {"camera_id": camera_id, "state": "failed", "last_error": str(exc)[:300]}
+        if self._actors.get(camera_id) is actor:
+            self._final[camera_id] = health
+
+    async def _stop(self, camera_id: str, *, forget: bool = True) -> dict[str, Any] | None:
+        actor = self._actors.get(camera_id)
+        if actor is None:
+            return None
+        task = self._runs[camera_id]
+        if not task.done():
+            try:
+                await asyncio.wait_for(actor.stop.remote(), HEALTH_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                log.warning("camera %s did not stop cleanly: %s", camera_id, exc)
+        final = self._final.get(camera_id)
+        if forget:
+            self._actors.pop(camera_id)
+            self._runs.pop(camera_id)
+        ray.kill(actor)
+        return final
+
+    async def _health(self, actor: ActorHandle) -> dict[str, Any]:
+        return await asyncio.wait_for(actor.health.remote(), HEALTH_TIMEOUT_S)
+
+    def _camera_entry(self, camera_id: str, health: Any) -> dict[str, Any]:
+        camera = self.site.camera(camera_id)
+        if camera_id in self._final:
+            health = self._final[camera_id]
+        elif isinstance(health, BaseException):
+            health = {"state": "unreachable", "last_error": str(health)[:300]}
+        elif health is None:
+            health = {"state": "running" if camera_id in self._actors else "disabled"}
+        return {
+            "id": camera.id,
+            "source": str(camera.source),
+            "fps": camera.fps,
+            "resolution": list(camera.resolution),
+            "enabled": camera.enabled,
+            "health": health,
+        }
+
+
+def start_supervisor(
+    site: SiteConfig,
+    out_dir: str | Path,
+    store_root: str | Path,
+    app_prefix: str = "sightline",
+    base_dir: str | Path | None = None,
+) -> ActorHandle:
+    """Start (or reconnect to) the named supervisor of ``app_prefix``; call ``start``."""
+    return PipelineSupervisor.options(  # type: ignore[attr-defined]
+        name=supervisor_name(app_prefix), get_if_exists=True, num_cpus=SUPERVISOR_NUM_CPUS
+    ).remote(
+        site,
+        str(out_dir),
+        str(store_root),
+        app_prefix,
+        str(base_dir) if base_dir is not None else None,
+    )
