@@ -48,7 +48,9 @@ class Coordinator:
     """Receives tracklet batches from all camera actors (see the module docstring)."""
 
     def __init__(self, site: SiteConfig, wal_dir: str, store_root: str) -> None:
-        self._service = FusionService(site, wal_dir, store_root)
+        self._service = FusionService(
+            site, wal_dir, store_root, flush_after_s=site.storage.flush_after_s
+        )
         self._density = DensityService(
             site, self._service.store, identity=self._service.fuser.global_id
         )

@@ -41,14 +41,19 @@ __all__ = [
 CAMERA_NUM_CPUS = 0.1
 
 
-def connect_ray(num_gpus: float | None = None) -> None:
+def connect_ray(num_gpus: float | None = None, http: tuple[str, int] | None = None) -> None:
     """Join the running Ray (``RAY_ADDRESS`` or an initialised driver), else start a local one.
 
-    Serve is started without its HTTP proxy: the pipeline reaches the models by handle.
+    Serve is started without its HTTP proxy (the pipeline reaches the models by handle),
+    or with ``http=(host, port)`` with a proxy on the head node listening there (the API).
     """
     if not ray.is_initialized():
         ray.init(num_gpus=num_gpus, include_dashboard=False, log_to_driver=False)
-    serve.start(proxy_location="Disabled")
+    if http is None:
+        serve.start(proxy_location="Disabled")
+    else:
+        host, port = http
+        serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
 
 
 def _log(message: str) -> None:

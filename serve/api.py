@@ -975,6 +975,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return _error(422, "invalid request", "; ".join(problems))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Any:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "internal error", f"{type(exc).__name__}: {exc}"[:500])
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
         return _error(exc.status_code, "http error", exc.detail, exc.headers)

@@ -74,6 +74,11 @@ class Operations(Protocol):
         ...
 
 
+def _name(value: Any) -> str:
+    """An enum member's value, or the string Serve already gave."""
+    return str(getattr(value, "value", value))
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
@@ -147,11 +152,11 @@ class RayOperations:
         status = serve.status()
         apps = {
             name: {
-                "status": str(app.status.value),
+                "status": _name(app.status),
                 "deployments": {
                     dep_name: {
-                        "status": str(dep.status.value),
-                        "replicas": {str(k.value): v for k, v in dep.replica_states.items()},
+                        "status": _name(dep.status),
+                        "replicas": {_name(k): v for k, v in dep.replica_states.items()},
                     }
                     for dep_name, dep in app.deployments.items()
                 },

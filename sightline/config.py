@@ -711,6 +711,16 @@ class StorageConfig(_Strict):
         "store",
         description="Local folder (relative to the config) or any URL polars can write.",
     )
+    flush_after_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        title="Longest wait before rows are written",
+        description="The coordinator writes buffered rows once the oldest has waited this "
+        "long (or 2000 rows wait), so searches and queries of a live site see tracklets "
+        "within about this delay. Lower it for fresher reads at the cost of more, smaller "
+        "Parquet parts.",
+    )
 
 
 class SecurityConfig(_Strict):

@@ -37,12 +37,14 @@ class FusionService:
         *,
         calibration: AppearanceCalibration | None = None,
         flush_rows: int = 2000,
+        flush_after_s: float | None = None,
     ) -> None:
         self.site = site
         self.fuser = Fuser(site.fusion, calibration, site.topology)
         self.wal = WriteAheadLog(wal_dir)
-        # the store writes a part once ``flush_rows`` rows are buffered
-        self.store = TrackStore(store_root, flush_rows=flush_rows)
+        # the store writes a part once ``flush_rows`` rows are buffered or the oldest has
+        # waited ``flush_after_s``
+        self.store = TrackStore(store_root, flush_rows=flush_rows, flush_after_s=flush_after_s)
         self.stats: dict[str, Any] = {
             "batches": 0,
             "tracklets_received": 0,

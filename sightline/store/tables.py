@@ -35,6 +35,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -449,8 +450,10 @@ class TrackStore:
     """Writes the store's tables under ``root`` (a local folder, or a URL polars can write).
 
     Writes are buffered: :meth:`flush` writes them, and runs by itself once ``flush_rows``
-    rows wait; raising it makes fewer, larger parts and holds more in memory (a tracklet
-    and its thumbnail take ~10-50 kB). ``durable`` fsyncs local files before and after
+    rows wait, or (with ``flush_after_s``) once the oldest buffered row has waited that
+    long, so a live service's readers see rows within seconds; raising either makes
+    fewer, larger parts and holds more in memory (a tracklet and its thumbnail take
+    ~10-50 kB). ``durable`` fsyncs local files before and after
     renaming them into place: a flushed part survives a crash, which lets the caller drop
     write-ahead log segments it covers; without it a crash may lose recent parts (never
     leave half ones). ``storage_options`` go to polars and fsspec for URL roots
@@ -463,11 +466,16 @@ class TrackStore:
         root: str | Path,
         *,
         flush_rows: int = 2000,
+        flush_after_s: float | None = None,
         durable: bool = True,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
+        if flush_after_s is not None and flush_after_s <= 0:
+            raise ValueError(f"flush_after_s must be > 0 or None, got {flush_after_s}")
+        self.flush_after_s = flush_after_s
+        self._oldest_pending: float | None = None
         text = str(root)
         if text.startswith("file://"):
             text = urlparse(text).path
@@ -566,6 +574,7 @@ class TrackStore:
         for frames in self._pending.values():
             frames.clear()
         self._pending_rows = 0
+        self._oldest_pending = None
         return written
 
     def close(self) -> None:
@@ -612,9 +621,16 @@ class TrackStore:
         if frame.height:
             self._pending[table].append(frame)
             self._pending_rows += frame.height
+            if self._oldest_pending is None:
+                self._oldest_pending = time.monotonic()
 
     def _maybe_flush(self) -> None:
-        if self._pending_rows >= self.flush_rows:
+        waited = (
+            self.flush_after_s is not None
+            and self._oldest_pending is not None
+            and time.monotonic() - self._oldest_pending >= self.flush_after_s
+        )
+        if self._pending_rows >= self.flush_rows or waited:
             self.flush()
 
     def _write_local(
