@@ -10,7 +10,10 @@ set of cameras changes, so density coverage follows.
 
 Changing a camera stops only that camera's actor and starts a new one; the others never
 notice. A camera whose recording ends stays listed with its final health (state
-``finished``) until it is removed.
+``finished``) until it is removed. While cameras run, the coordinator's buffered rows are
+written every ``storage.flush_after_s``; when the last camera ends, the density seconds
+still held are counted (later frames of earlier times count as late) and the store is
+written, so the API's readers see the whole run.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class PipelineSupervisor:
         self._runs: dict[str, asyncio.Task[None]] = {}
         self._final: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()  # one camera change at a time
+        self._flusher: asyncio.Task[None] | None = None
         self.changes: list[dict[str, Any]] = []
 
     async def start(self) -> list[str]:
@@ -80,6 +84,9 @@ class PipelineSupervisor:
             for camera in self.site.cameras:
                 if camera.enabled and camera.id not in self._actors:
                     self._launch(camera.id)
+            if self._flusher is None:
+                every = self.site.storage.flush_after_s
+                self._flusher = asyncio.create_task(self._flush_every(every))
             return sorted(self._actors)
 
     # ------------------------------------------------------------------ cameras
@@ -87,7 +94,8 @@ class PipelineSupervisor:
     async def add_camera(self, camera: dict[str, Any], replace: bool = False) -> dict[str, Any]:
         """Add a camera (a mapping as in ``site.yaml``), or with ``replace`` change the
         camera of the same id (its actor restarts; the others do not). Raises
-        :class:`~sightline.config.ConfigError` naming the field for bad settings."""
+        :class:`~sightline.config.ConfigError` naming the field for bad settings, and
+        ``KeyError`` for ``replace`` of an unknown id."""
         async with self._lock:
             site = with_camera(self.site, camera, replace=replace, base_dir=self.base_dir)
             camera_id = camera["id"]
@@ -101,8 +109,8 @@ class PipelineSupervisor:
             return self._camera_entry(camera_id, None)
 
     async def remove_camera(self, camera_id: str) -> dict[str, Any]:
-        """Stop and forget ``camera_id``; returns its final health. ``ConfigError`` if the
-        id is unknown or it is the site's last camera."""
+        """Stop and forget ``camera_id``; returns its final health. ``KeyError`` if the id
+        is unknown, ``ConfigError`` if it is the site's last camera."""
         async with self._lock:
             site = without_camera(self.site, camera_id)
             final = await self._stop(camera_id)
@@ -134,6 +142,8 @@ class PipelineSupervisor:
         """Stop every camera, count the density seconds still held and flush the store;
         returns the coordinator's health."""
         async with self._lock:
+            if self._flusher is not None:
+                self._flusher.cancel()
             for camera_id in list(self._actors):
                 await self._stop(camera_id, forget=False)
         await self.coordinator.close_density.remote()
@@ -163,6 +173,28 @@ class PipelineSupervisor:
             health = {"camera_id": camera_id, "state": "failed", "last_error": str(exc)[:300]}
         if self._actors.get(camera_id) is actor:
             self._final[camera_id] = health
+        if all(t.done() for c, t in self._runs.items() if c != camera_id):
+            # Every recording has ended: count the density seconds still held and write
+            # the store, so the service's readers see the whole run.
+            await self._settle()
+
+    async def _settle(self) -> None:
+        try:
+            await self.coordinator.close_density.remote()
+            await self.coordinator.flush.remote()
+        except ray.exceptions.RayError as exc:
+            log.warning("could not settle the coordinator: %s", exc)
+
+    async def _flush_every(self, seconds: float) -> None:
+        """Write the coordinator's buffered rows every ``seconds`` while cameras run
+        (the store also flushes on writes; this covers quiet spells)."""
+        while True:
+            await asyncio.sleep(seconds)
+            if any(not t.done() for t in self._runs.values()):
+                try:
+                    await self.coordinator.flush.remote()
+                except ray.exceptions.RayError as exc:
+                    log.warning("periodic flush failed: %s", exc)
 
     async def _stop(self, camera_id: str, *, forget: bool = True) -> dict[str, Any] | None:
         actor = self._actors.get(camera_id)

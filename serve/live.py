@@ -34,11 +34,12 @@ class Operations(Protocol):
         ...
 
     def add_camera(self, camera: dict[str, Any], replace: bool = False) -> dict[str, Any]:
-        """Add (or with ``replace`` change) a camera; ``ConfigError`` for bad settings."""
+        """Add (or with ``replace`` change) a camera; ``ConfigError`` for bad settings,
+        ``KeyError`` for changing an unknown id."""
         ...
 
     def remove_camera(self, camera_id: str) -> dict[str, Any]:
-        """Stop and forget a camera; ``ConfigError`` if unknown or the last one."""
+        """Stop and forget a camera; ``KeyError`` if unknown, ``ConfigError`` if the last."""
         ...
 
     def deployments(self) -> dict[str, Any]:

@@ -38,15 +38,15 @@ def with_camera(
     the same id replaced when ``replace``.
 
     A relative ``source`` is resolved against ``base_dir`` (the site file's folder).
-    Raises :class:`ConfigError` naming the field for an invalid camera, a duplicate id
-    (without ``replace``) or an unknown id (with ``replace``).
+    Raises :class:`ConfigError` naming the field for an invalid camera or a duplicate id
+    (without ``replace``), and ``KeyError`` for an unknown id (with ``replace``).
     """
     if not isinstance(camera, dict):
         raise ConfigError(f"camera: expected a mapping of settings, got {type(camera).__name__}")
     camera_id = camera.get("id")
     known = [c.id for c in site.cameras]
     if replace and camera_id not in known:
-        raise ConfigError(f"camera id {camera_id!r}: no such camera to change; known: {known}")
+        raise KeyError(f"camera id {camera_id!r}: no such camera to change; known: {known}")
     if not replace and camera_id in known:
         raise ConfigError(f"camera id {camera_id!r}: a camera with this id already exists")
     data = _site_data(site)
@@ -59,11 +59,11 @@ def with_camera(
 
 
 def without_camera(site: SiteConfig, camera_id: str) -> SiteConfig:
-    """``site`` without camera ``camera_id``; :class:`ConfigError` if it is unknown, the
-    last camera, or still named by a topology link."""
+    """``site`` without camera ``camera_id``: ``KeyError`` if it is unknown,
+    :class:`ConfigError` if it is the last camera or still named by a topology link."""
     known = [c.id for c in site.cameras]
     if camera_id not in known:
-        raise ConfigError(f"camera id {camera_id!r}: no such camera; known: {known}")
+        raise KeyError(f"camera id {camera_id!r}: no such camera; known: {known}")
     if len(known) == 1:
         raise ConfigError(f"camera id {camera_id!r}: the last camera of a site cannot be removed")
     data = _site_data(site)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,16 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One local Ray for the whole session: 2 CPUs and a fake GPU, Serve without HTTP proxy.
+def ray_local() -> Iterator[str]:
+    """One local Ray for the whole session: 2 CPUs and a fake GPU, and Serve with its HTTP
+    proxy on 127.0.0.1 at a free port; yields the proxy's base URL.
 
     Fast autoscaling metric pushes are set before Ray starts so the autoscaling test can
     watch replicas change within seconds.
@@ -36,7 +44,8 @@ def ray_local() -> Iterator[None]:
     from ray import serve
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    serve.start(proxy_location="Disabled")
-    yield
+    port = _free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()

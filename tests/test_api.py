@@ -94,8 +94,13 @@ def _fake_embed(crops):
     return np.stack([person_vector(1) for _ in crops])
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory):
+@pytest.fixture(
+    scope="module", params=["asgi", pytest.param("serve", marks=pytest.mark.integration)]
+)
+def api(request, tmp_path_factory):
+    """The app in process (FastAPI's TestClient), then the same app as the real Serve
+    ingress on the session's local Ray, reached over HTTP through Serve's proxy: every
+    test of this module runs against both."""
     tmp_path = tmp_path_factory.mktemp("api")
     site = _site_config(tmp_path)
     _fill_store(site)
@@ -103,8 +108,25 @@ def api(tmp_path_factory):
     tokens = {role: keys.create(f"{role}-user", role)[1] for role in ROLES}
     audit_dir = tmp_path / "audit"
     app = create_app(site, keys_file=tmp_path / "keys.json", audit_dir=audit_dir)
-    client = TestClient(app)
-    return client, tokens, audit_dir, app
+    if request.param == "asgi":
+        yield TestClient(app), tokens, audit_dir, app
+        return
+    import httpx
+    from ray import serve
+
+    from serve.api import build_api_deployment
+
+    base_url = request.getfixturevalue("ray_local")
+    deployment = build_api_deployment(
+        site,
+        keys_file=tmp_path / "keys.json",
+        audit_dir=audit_dir,
+        ray_actor_options={"num_cpus": 0},
+    )
+    serve.run(deployment.bind(), name="api-test", route_prefix="/")
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        yield client, tokens, audit_dir, app
+    serve.delete("api-test")
 
 
 def _auth(tokens, role):
@@ -355,7 +377,9 @@ def test_the_serve_deployment_builds_without_starting_ray(api):
 
     from serve.api import build_api_deployment
 
-    _, _, _, app = api
+    client, _, _, app = api
+    if not isinstance(client, TestClient):
+        pytest.skip("Ray is running for the Serve variant")
     deployment = build_api_deployment(app.state.sightline.site, num_replicas=1)
     assert deployment.name == "SightlineAPI"
     assert not ray.is_initialized()
