@@ -10,24 +10,29 @@ report their batching in ``stats()``. :func:`deploy_models` runs them as two app
 
 The HTTP API (:mod:`serve.api`): :func:`serve.api.create_app` builds the FastAPI app
 (authentication, roles, audit, searches, tracks, density); ``build_api_deployment`` wraps
-it as a Serve ingress. It is imported on demand (``from serve.api import create_app``).
+it as a Serve ingress. Everything is imported on demand (``from serve.api import create_app``).
 """
 
-from serve.deployments import (
-    Detector,
-    Embedder,
-    ModelHandles,
-    app_names,
-    build_detector_app,
-    build_embedder_app,
-    build_model_apps,
-    delete_models,
-    deploy_models,
-    get_model_handles,
-)
-from serve.options import deployment_options
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Detector": "serve.deployments",
+    "Embedder": "serve.deployments",
+    "ModelHandles": "serve.deployments",
+    "app_names": "serve.deployments",
+    "build_detector_app": "serve.deployments",
+    "build_embedder_app": "serve.deployments",
+    "build_model_apps": "serve.deployments",
+    "delete_models": "serve.deployments",
+    "deploy_models": "serve.deployments",
+    "get_model_handles": "serve.deployments",
+    "deployment_options": "serve.options",
+}
+
+__all__ = [  # noqa: RUF022 (the order of _EXPORTS)
     "Detector",
     "Embedder",
     "ModelHandles",
@@ -37,6 +42,14 @@ __all__ = [
     "build_model_apps",
     "delete_models",
     "deploy_models",
-    "deployment_options",
     "get_model_handles",
+    "deployment_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: Ray and torch take seconds to import, and the command line
+    # imports this package's command modules for every command.
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -18,6 +18,7 @@ import argparse
 import getpass
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,15 @@ import yaml
 
 from sightline.config import SiteConfig, load_site_config
 
-__all__ = ["ServeHandle", "add_serve_commands", "start_service", "stop_service"]
+__all__ = [
+    "ServeHandle",
+    "add_serve_commands",
+    "check_port_free",
+    "create_demo_keys",
+    "serve_api_over_store",
+    "start_service",
+    "stop_service",
+]
 
 DEFAULT_PORT = 8000
 API_NUM_CPUS = 0.1
@@ -61,12 +70,15 @@ def start_service(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     app_prefix: str = "sightline",
+    api_replicas: int = 1,
     log: Callable[[str], None] = _log,
 ) -> ServeHandle:
     """Start models, pipeline and API for ``site`` on Ray (see the module docstring).
 
     Camera outputs and the coordinator's write-ahead log go under ``out_dir`` (default
-    ``<storage.root>/_run``); the store is the site's ``storage.root``.
+    ``<storage.root>/_run``); the store is the site's ``storage.root``. With
+    ``api_replicas`` > 1 a search's results live in the replica that ran it (reading or
+    refining it from another replica is a 404): more replicas suit read-heavy use.
     """
     import ray
     from ray import serve
@@ -79,6 +91,8 @@ def start_service(
     store = Path(str(site.storage.root))
     out = Path(out_dir) if out_dir is not None else store / "_run"
     out.mkdir(parents=True, exist_ok=True)
+    if not ray.is_initialized():
+        check_port_free(host, port)
     connect_ray(http=(host, port))
     models = site.models
     log(f"deploying models ({models.detector.type} detector, {models.embedder.type} embedder)")
@@ -89,7 +103,10 @@ def start_service(
     cameras = ray.get(supervisor.start.remote())
     log(f"started {len(cameras)} camera actors: {', '.join(cameras)}")
     api = build_api_deployment(
-        site, app_prefix=app_prefix, ray_actor_options={"num_cpus": API_NUM_CPUS}
+        site,
+        app_prefix=app_prefix,
+        num_replicas=api_replicas,
+        ray_actor_options={"num_cpus": API_NUM_CPUS},
     )
     serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
     url = f"http://{host}:{port}"
@@ -112,6 +129,47 @@ def stop_service(handle: ServeHandle) -> dict[str, Any]:
     ray.kill(handle.supervisor)
     ray.kill(coordinator, no_restart=True)
     return health
+
+
+def check_port_free(host: str, port: int) -> None:
+    """``ValueError`` naming ``--port`` when ``host:port`` is taken (before anything starts,
+    rather than a proxy failing later with an obscure error)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ValueError(
+                f"--port {port}: {host}:{port} is not free ({exc.strerror}); pass another port"
+            ) from None
+
+
+def serve_api_over_store(
+    site: SiteConfig, *, app_prefix: str = "sightline", host: str = "127.0.0.1", port: int
+) -> str:
+    """Deploy the API ingress over ``site``'s store on the connected Ray (Serve started
+    with its proxy on ``host:port``); photo searches use ``app_prefix``'s model apps if
+    they run. Returns the URL. Used by the demo after its batch run."""
+    from ray import serve
+
+    from serve.api import build_api_deployment
+
+    api = build_api_deployment(
+        site,
+        app_prefix=app_prefix,
+        ray_actor_options={"num_cpus": API_NUM_CPUS},
+    )
+    serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
+    return f"http://{host}:{port}"
+
+
+def create_demo_keys(site: SiteConfig) -> dict[str, str]:
+    """One new API key per role for the demo (principal ``demo-<role>``), in the site's
+    key file; returns role -> key. Printed once: the file keeps only hashes."""
+    from sightline.security import KeyStore, security_paths
+    from sightline.security.keys import ROLES
+
+    keys = KeyStore(security_paths(site)[0], create=True)
+    return {role: keys.create(f"demo-{role}", role)[1] for role in ROLES}
 
 
 def _progress(cameras: list[dict[str, Any]]) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from serve.cluster_commands import add_cluster_commands
+from serve.commands import add_serve_commands
 from sightline.bench import bench_sim
 from sightline.config import ConfigError, SiteConfig, load_site_config
 from sightline.density.commands import add_density_commands
@@ -42,12 +44,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
     out = Path(args.out or tempfile.mkdtemp(prefix="sightline-demo-"))
+    timings: dict[str, float] = {}
     print(
         f"Simulating the '{args.preset}' synthetic site (seed {args.seed}) into {out} ...",
         file=sys.stderr,
     )
+    t0 = time.perf_counter()
     result = simulate(args.preset, args.seed, out, workers=args.workers)
+    timings["simulate"] = time.perf_counter() - t0
     print(format_summary(summarise(result)))
     site = load_site_config(out / "site.yaml")
     print(
@@ -60,8 +67,81 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "\nRunning the pipeline on a local Ray "
         "(camera actors -> Serve detector -> tracker -> Serve embedder) ..."
     )
-    print(format_pipeline_report(*_run_pipeline(site, out / "run", out / "gt" / "boxes.parquet")))
+    if not args.exit:
+        from actors.pipeline import connect_ray
+        from serve.commands import check_port_free
+
+        check_port_free("127.0.0.1", args.port)  # before the long run, not after it
+        connect_ray(http=("127.0.0.1", args.port))  # Serve's proxy, for the API at the end
+    t0 = time.perf_counter()
+    run = _run_pipeline(site, out / "run", out / "gt" / "boxes.parquet")
+    timings["pipeline"] = time.perf_counter() - t0
+    print(format_pipeline_report(*run))
+    _demo_analyst(args, out, site, timings)
+    if not args.exit:
+        _demo_serve(site, args.port)
     return 0
+
+
+def _demo_serve(site: SiteConfig, port: int) -> None:
+    """Leave the API running over the demo's store, with a key per role, until Ctrl-C."""
+    import time
+
+    from serve.commands import create_demo_keys, serve_api_over_store
+
+    url = serve_api_over_store(site, port=port)
+    keys = create_demo_keys(site)
+    print(f"\nThe API is running at {url} (interactive docs: {url}/docs). Demo keys:")
+    for role, key in keys.items():
+        print(f"  {role:<9} {key}")
+    start, end = "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+    print(
+        "Try:\n"
+        f"  curl -s -H 'X-API-Key: {keys['data']}' "
+        f"'{url}/density/summary?start={start}&end={end}'\n"
+        f"  curl -s -H 'X-API-Key: {keys['operator']}' {url}/cameras\n"
+        "The cameras have finished their recordings, so live routes (camera changes, watches,"
+        "\nevents) answer 503; `sightline serve --config <site.yaml>` runs them live.\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+
+
+def _demo_analyst(
+    args: argparse.Namespace, out: Path, site: SiteConfig, timings: dict[str, float]
+) -> None:
+    """The demo's analyst part: searches for one person, route, alert, report, timings."""
+    import time
+
+    from sightline import demo
+
+    person = demo.pick_demo_person(out)
+    print("\nAn analyst searches the store for one person of the site (audited) ...")
+    searches = demo.run_demo_searches(
+        out, site, person, case_id=f"demo-{args.preset}-seed{args.seed}"
+    )
+    timings.update(searches.timings)
+    alerts = demo.crowd_alerts_vs_events(site.storage.root, out)
+    gt = pl.read_parquet(out / "gt" / "boxes.parquet")
+    print(demo.format_search_report(searches, gt, alerts))
+    if not args.no_report:
+        t0 = time.perf_counter()
+        paths = demo.write_report(
+            out,
+            out,
+            site,
+            searches,
+            neighbours=demo.detection_neighbours(out / "run"),
+            alerts=alerts,
+        )
+        timings["report"] = time.perf_counter() - t0
+        print(f"\nreport: {paths['report.md']} and {paths['report.html']}")
+    print("\n" + demo.format_timings(timings))
 
 
 def _run_pipeline(
@@ -336,6 +416,21 @@ def _cmd_bench_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_api(args: argparse.Namespace) -> int:
+    from serve.bench_api import bench_api
+
+    result = bench_api(
+        preset=args.preset,
+        seed=args.seed,
+        rate_per_s=args.rate,
+        duration_s=args.seconds,
+        api_replicas=args.api_replicas,
+        data_dir=args.data,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_density(args: argparse.Namespace) -> int:
     from sightline.density.bench import bench_density
 
@@ -441,6 +536,16 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bsearch.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     bsearch.add_argument("--queries", type=int, default=20)
     bsearch.set_defaults(func=_cmd_bench_search)
+    bapi = bench_sub.add_parser(
+        "api", help="HTTP API under load (density, tracks) while ingest runs, and idle"
+    )
+    bapi.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    bapi.add_argument("--seed", type=int, default=11)
+    bapi.add_argument("--rate", type=float, default=200.0, help="requests/s offered")
+    bapi.add_argument("--seconds", type=float, default=30.0, help="load duration")
+    bapi.add_argument("--api-replicas", type=int, default=1)
+    bapi.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="site cache")
+    bapi.set_defaults(func=_cmd_bench_api)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -460,6 +565,13 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: a temp dir)")
     demo.add_argument("--workers", type=int, default=None)
+    demo.add_argument(
+        "--no-report", action="store_true", help="skip report.md/report.html in the output folder"
+    )
+    demo.add_argument(
+        "--exit", action="store_true", help="exit at the end instead of leaving the API running"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
     demo.set_defaults(func=_cmd_demo)
 
     config = sub.add_parser("config", help="site config tools")
@@ -476,6 +588,8 @@ def _build_parser() -> argparse.ArgumentParser:
     add_density_commands(sub)
     add_security_commands(sub)
     add_search_commands(sub)
+    add_serve_commands(sub)
+    add_cluster_commands(sub)
     return parser
 
 
