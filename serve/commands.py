@@ -206,6 +206,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         _log("stopping ...")
     health = stop_service(handle)
     print(json.dumps({"identities": health.get("identities"), "stopped": True}), flush=True)
+    ray.shutdown()
     return 0
 
 

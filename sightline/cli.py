@@ -109,7 +109,12 @@ def _demo_serve(site: SiteConfig, port: int) -> None:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        print("stopping ...", file=sys.stderr)
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
 
 
 def _demo_analyst(
