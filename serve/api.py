@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.live import Operations, PipelineUnavailableError
+from serve.read_cache import ReadCache
 from sightline.config import ConfigError, SiteConfig
 from sightline.density.heatmap import render_site_png, site_occupancy
 from sightline.density.queries import density_alerts, ground_points, zone_counts, zone_summary
@@ -131,7 +132,11 @@ class _Context:
     adapter: PhotoAdapter | None
     ops: Operations | None = None
     searches: SearchBook = field(default_factory=SearchBook)
+    reads: ReadCache = field(init=False)
     poll_s: float = EVENT_POLL_S
+
+    def __post_init__(self) -> None:
+        self.reads = ReadCache(self.store)
 
     def live(self) -> Operations:
         """The running pipeline, or a 503 saying it is not running."""
@@ -207,6 +212,11 @@ def _area(text: str | None) -> list[tuple[float, float]] | None:
             f"area: expected 'x1,y1;x2,y2;x3,y3...' (>= 3 points), got {text!r}",
         )
     return points  # type: ignore[return-value]
+
+
+def _key(values: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """A list argument as part of a cache key."""
+    return None if values is None else tuple(values)
 
 
 def _ids(values: list[str] | None) -> list[str] | None:
@@ -497,17 +507,22 @@ def _track_routes(app: FastAPI, ctx: _Context) -> None:
         ids, polygon = _ids(cameras), _area(area)
         params = {"start": start, "end": end, "cameras": ids, "area": polygon, "format": format}
         _audit_read(ctx, who, "tracks.read", {**params, "case_id": case_id, "reason": reason})
-        with _invalid_on_value_error():
-            frame = fused_tracks(ctx.store, start, end, cameras=ids, area=polygon)
-        if format == "parquet":
-            buffer = io.BytesIO()
-            frame.write_parquet(buffer)
-            return Response(
-                buffer.getvalue(),
-                media_type=PARQUET_MEDIA_TYPE,
-                headers={"Content-Disposition": 'attachment; filename="tracks.parquet"'},
-            )
-        return _rows(frame)
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                frame = fused_tracks(ctx.store, start, end, cameras=ids, area=polygon)
+            if format == "parquet":
+                buffer = io.BytesIO()
+                frame.write_parquet(buffer)
+                return Response(
+                    buffer.getvalue(),
+                    media_type=PARQUET_MEDIA_TYPE,
+                    headers={"Content-Disposition": 'attachment; filename="tracks.parquet"'},
+                )
+            return _rows(frame)
+
+        key = ("tracks", start, end, _key(ids), _key(polygon), format)
+        return ctx.reads.answer(key, answer)
 
     @app.get(
         "/identities/{global_id}/route",
@@ -524,11 +539,15 @@ def _track_routes(app: FastAPI, ctx: _Context) -> None:
     ) -> Response:
         params = {"global_id": global_id, "case_id": case_id, "reason": reason}
         _audit_read(ctx, who, "tracks.route", params)
-        with _invalid_on_value_error():
-            frame = route(ctx.store, global_id)
-        if frame.is_empty():
-            raise ApiError(404, "not found", f"no sightings of global id {global_id!r}")
-        return _rows(frame)
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                frame = route(ctx.store, global_id)
+            if frame.is_empty():
+                raise ApiError(404, "not found", f"no sightings of global id {global_id!r}")
+            return _rows(frame)
+
+        return ctx.reads.answer(("route", global_id), answer)
 
 
 def _density_routes(app: FastAPI, ctx: _Context) -> None:
@@ -553,8 +572,12 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
     ) -> Response:
         ids = _ids(zones)
         read(who, "zones", start=start, end=end, bucket_s=bucket_s, zones=ids)
-        with _invalid_on_value_error():
-            return _rows(zone_counts(ctx.store, start, end, zones=ids, bucket_s=bucket_s))
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                return _rows(zone_counts(ctx.store, start, end, zones=ids, bucket_s=bucket_s))
+
+        return ctx.reads.answer(("zones", start, end, _key(ids), bucket_s), answer)
 
     @app.get(
         "/density/summary",
@@ -571,8 +594,12 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
     ) -> Response:
         ids = _ids(zones)
         read(who, "summary", start=start, end=end, zones=ids)
-        with _invalid_on_value_error():
-            return _rows(zone_summary(ctx.store, start, end, zones=ids))
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                return _rows(zone_summary(ctx.store, start, end, zones=ids))
+
+        return ctx.reads.answer(("summary", start, end, _key(ids)), answer)
 
     @app.get(
         "/density/alerts",
@@ -592,9 +619,20 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
     ) -> Response:
         ids = _ids(zones)
         read(who, "alerts", start=start, end=end, zones=ids, open_only=open_only)
-        with _invalid_on_value_error():
-            frame = density_alerts(ctx.store, start, end, zones=ids, open_only=open_only)
-            return _rows(frame)
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                frame = density_alerts(ctx.store, start, end, zones=ids, open_only=open_only)
+                return _rows(frame)
+
+        return ctx.reads.answer(("alerts", start, end, _key(ids), open_only), answer)
+
+
+def _density_now_and_heatmap_routes(app: FastAPI, ctx: _Context) -> None:
+    data = Depends(_requires(ctx, "data"))
+
+    def read(who: Principal, view: str, **params: Any) -> None:
+        _audit_read(ctx, who, "density.read", {"view": view, **params})
 
     @app.get(
         "/density/now",
@@ -619,13 +657,17 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
     )
     def heatmap(start: datetime = _START, end: datetime = _END, who: Principal = data) -> Response:
         read(who, "heatmap", start=start, end=end)
-        with _invalid_on_value_error():
-            if end < start:
-                raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
-            points = ground_points(ctx.store, start, end)
-            seconds = max((end - start).total_seconds(), 1.0)
-            png = render_site_png(site_occupancy(points, ctx.site, seconds), ctx.site)
-        return Response(png, media_type="image/png")
+
+        def answer() -> Response:
+            with _invalid_on_value_error():
+                if end < start:
+                    raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+                points = ground_points(ctx.store, start, end)
+                seconds = max((end - start).total_seconds(), 1.0)
+                png = render_site_png(site_occupancy(points, ctx.site, seconds), ctx.site)
+            return Response(png, media_type="image/png")
+
+        return ctx.reads.answer(("heatmap", start, end), answer)
 
 
 # --------------------------------------------------------------------------- ops, admin
@@ -1037,6 +1079,7 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     _search_routes(app, ctx)
     _track_routes(app, ctx)
     _density_routes(app, ctx)
+    _density_now_and_heatmap_routes(app, ctx)
     _ops_routes(app, ctx)
     _watch_routes(app, ctx)
     _event_routes(app, ctx)

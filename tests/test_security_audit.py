@@ -392,3 +392,40 @@ def test_cli_verify_and_purge(tmp_path, capsys):
 def test_cli_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no audit folder"):
         _run(["audit", "verify", "--audit", str(tmp_path / "nope")])
+
+
+def test_concurrent_appends_share_fsyncs_and_each_returns_only_once_synced(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from sightline.security import audit as audit_module
+
+    synced_sizes: list[int] = []
+    real = audit_module._fsync_file
+
+    def slow_fsync(path):
+        time.sleep(0.02)  # a slow disk: appends pile up behind one fsync
+        real(path)
+        synced_sizes.append(path.stat().st_size)
+
+    monkeypatch.setattr(audit_module, "_fsync_file", slow_fsync)
+    log = AuditLog(tmp_path)
+    returned: list[tuple[int, int]] = []
+
+    def worker(i: int) -> None:
+        entry = log.append("p", "data", "tracks.read", parameters={"i": i})
+        # when append returns, an fsync covering this entry has completed
+        returned.append((entry["seq"], max(synced_sizes, default=0)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(returned) == 40
+    assert len(synced_sizes) < 40  # fsyncs were shared
+    lines = (tmp_path / next(p.name for p in tmp_path.glob("audit-*.jsonl"))).read_bytes()
+    ends = [i + 1 for i, b in enumerate(lines) if b == ord("\n")]
+    for seq, synced in returned:
+        assert synced >= ends[seq]  # the entry's line was inside a completed fsync
+    assert log.verify().ok

@@ -219,6 +219,14 @@ class _Cursor:
     confirmed: bool = True
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class AuditLog:
     """The audit log in ``folder`` (created, mode 0700, if missing).
 
@@ -241,6 +249,12 @@ class AuditLog:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._thread_lock = threading.Lock()
         self._head_cache: _Head | None = None
+        # Group commit: entries are written under the lock and made durable outside it,
+        # one fsync covering every entry written before it (see _make_durable).
+        self._sync_lock = threading.Lock()
+        self._written = 0  # entries this instance has written (a ticket per entry)
+        self._synced = 0  # tickets known to be on disk
+        self._unsynced: set[Path] = set()
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
@@ -282,7 +296,32 @@ class AuditLog:
         }
         params = _normalise_parameters(parameters)
         with self._locked():
-            return self._append_locked(action, fields, params)
+            entry = self._append_locked(action, fields, params)
+            ticket = self._written
+        self._make_durable(ticket)
+        return entry
+
+    def _make_durable(self, ticket: int) -> None:
+        """Return once the entry with ``ticket`` is fsynced. Concurrent appends share
+        fsyncs: whoever syncs first covers every entry written before it, and the others
+        find their ticket already covered (an append still returns only once its own
+        entry is on disk)."""
+        if not self.durable:
+            return
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            with self._thread_lock:
+                target, paths = self._written, self._unsynced
+                self._unsynced = set()
+            try:
+                for path in sorted(paths):
+                    _fsync_file(path)
+            except OSError as exc:
+                with self._thread_lock:
+                    self._unsynced |= paths
+                raise AuditError(f"{self.folder}: cannot sync the audit log: {exc}") from exc
+            self._synced = target
 
     def _append_locked(
         self, action: str, fields: dict[str, str | None], params: dict[str, Any]
@@ -313,10 +352,13 @@ class AuditLog:
         path = self._day_path(day)
         size = self._write_line(path, data)
         self._head_cache = _Head(entry["seq"], entry["hash"], day, path, size)
+        self._written += 1
+        self._unsynced.add(path)
         return entry
 
     def _write_line(self, path: Path, data: bytes) -> int:
-        """Append ``data`` to ``path``; returns the file's new size."""
+        """Append ``data`` to ``path`` (not yet fsynced: :meth:`_make_durable`); returns
+        the file's new size."""
         new = not path.exists()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -324,8 +366,6 @@ class AuditLog:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                if self.durable:
-                    os.fsync(fd)
                 size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
@@ -483,6 +523,8 @@ class AuditLog:
                 "checkpoint_hash": last["hash"],
             }
             entry = self._append_locked(PURGE_ACTION, fields, params)
+            if self.durable and self._head_cache is not None:  # on disk before deleting
+                _fsync_file(self._head_cache.path)
             checkpoint = {
                 "version": 1,
                 "seq": last["seq"],

@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from sightline.store.tables import PARTITIONS, StoreError, is_url
+from sightline.store.tables import PARTITIONS, StoreError, bump_store_version, is_url
 
 __all__ = ["TRASH", "RetentionReport", "cutoff_date", "purge_store"]
 
@@ -109,6 +109,7 @@ def purge_store(root: str | Path, before: date, *, dry_run: bool = False) -> Ret
     report.thumbnail_bytes = sum(p.stat().st_size for p in thumbnails)
     if not dry_run and victims:
         _remove(local, victims, thumbnails)
+        bump_store_version(local)
     return report
 
 

@@ -651,6 +651,8 @@ class TrackStore:
                 {self.local / r: _bytes_writer(b) for r, b in thumbnails.items()}, self.durable
             )
             _commit_local(files, self.durable)
+            if files or thumbnails:
+                bump_store_version(self.local)
         except OSError as exc:
             where = exc.filename or self.local
             raise StoreError(f"cannot write {where}: {exc.strerror or exc}") from exc
@@ -675,6 +677,33 @@ class TrackStore:
                 frame.write_parquet(url, storage_options=self.storage_options or None)
             except Exception as exc:
                 raise StoreError(f"cannot write {url}: {exc}") from exc
+
+
+VERSION_FILE = "_version"
+"""A file at the root of a local store, replaced after every flush that wrote rows and
+every retention purge: its ``stat`` changes whenever the store's content does, so
+readers can cache query results per version (:func:`store_version`)."""
+
+
+def bump_store_version(root: Path) -> None:
+    """Mark that the local store at ``root`` changed (atomic replace of the marker)."""
+    tmp = root / f".{VERSION_FILE}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(f"{uuid.uuid4().hex} {time.time():.6f}\n", encoding="ascii")
+    os.replace(tmp, root / VERSION_FILE)
+
+
+def store_version(root: str | Path) -> tuple[int, int, int] | None:
+    """A token that changes whenever the local store at ``root`` changes (the marker's
+    inode, mtime and size), or None for a URL store or one never written by this
+    version of Sightline (callers then must not cache)."""
+    text = str(root)
+    if is_url(text) and not text.startswith("file://"):
+        return None
+    try:
+        st = os.stat(Path(text.removeprefix("file://")) / VERSION_FILE)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _bytes_writer(data: bytes) -> Callable[[Path], object]:
