@@ -40,7 +40,7 @@ import polars as pl
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.live import Operations, PipelineUnavailableError
@@ -62,6 +62,7 @@ from sightline.security import (
 )
 from sightline.store.queries import fused_tracks, route
 from sightline.store.tables import StoreError
+from sightline.times import to_utc
 
 __all__ = ["MAX_SEARCHES", "PARQUET_MEDIA_TYPE", "ApiError", "build_api_deployment", "create_app"]
 
@@ -286,15 +287,25 @@ _SEARCH_BODY = {
 # --------------------------------------------------------------------------- searches
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _strict_json(text: str | bytes, field_name: str) -> Any:
+    """Parse request JSON; NaN and Infinity (which Python's parser would accept) are a
+    422 naming ``field_name``, like any other malformed body."""
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "invalid request", f"{field_name}: not JSON ({exc})") from None
+
+
 async def _read_search_request(request: Request, ctx: _Context) -> tuple[dict, list[bytes]]:
     """The query mapping and the uploaded photos' bytes of ``POST /searches``."""
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data"):
         return await _read_multipart(request, ctx)
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(422, "invalid request", f"body: not JSON ({exc})") from None
+    data = _strict_json(await request.body(), "body")
     if isinstance(data, dict) and "photos" in data:
         raise ApiError(
             422, "invalid request", "photos: upload photos as multipart files, not in JSON"
@@ -309,10 +320,7 @@ async def _read_multipart(request: Request, ctx: _Context) -> tuple[dict, list[b
         text = form.get("query")
         if not isinstance(text, str):
             raise ApiError(422, "invalid request", "query: a form field with the query as JSON")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ApiError(422, "invalid request", f"query: not JSON ({exc})") from None
+        data = _strict_json(text, "query")
         uploads = form.getlist("photos")
         if len(uploads) > MAX_PHOTOS:
             raise ApiError(422, "invalid request", f"photos: at most {MAX_PHOTOS} photos")
@@ -459,6 +467,14 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 # --------------------------------------------------------------------------- data
 
 
+def _api_time(value: datetime) -> datetime:
+    return to_utc(value, "time")
+
+
+ApiTime = Annotated[datetime, AfterValidator(_api_time)]
+"""A time parameter: ISO 8601 or epoch seconds, naive is UTC, within the supported range
+(:mod:`sightline.times`; outside it a 422 naming the parameter)."""
+
 _START = Query(description="Window start: ISO 8601 (naive is UTC) or epoch seconds.")
 _END = Query(description="Window end (closed).")
 
@@ -489,8 +505,8 @@ def _track_routes(app: FastAPI, ctx: _Context) -> None:
         "ground position). `format=parquet` returns a Parquet file. Role: data.",
     )
     def tracks(
-        start: datetime = _START,
-        end: datetime = _END,
+        start: Annotated[ApiTime, _START],
+        end: Annotated[ApiTime, _END],
         cameras: Annotated[
             list[str] | None, Query(description="Camera ids (repeat or a,b).")
         ] = None,
@@ -564,8 +580,8 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
         description="Per zone and bucket: mean count, peak, density per m², coverage. Role: data.",
     )
     def zones(
-        start: datetime = _START,
-        end: datetime = _END,
+        start: Annotated[ApiTime, _START],
+        end: Annotated[ApiTime, _END],
         bucket_s: int = Query(1, ge=1, le=3600, description="Bucket length in seconds."),
         zones: list[str] | None = zones_q,
         who: Principal = data,
@@ -587,8 +603,8 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
         "Role: data.",
     )
     def summary(
-        start: datetime = _START,
-        end: datetime = _END,
+        start: Annotated[ApiTime, _START],
+        end: Annotated[ApiTime, _END],
         zones: list[str] | None = zones_q,
         who: Principal = data,
     ) -> Response:
@@ -609,10 +625,8 @@ def _density_routes(app: FastAPI, ctx: _Context) -> None:
         "those not yet cleared. Role: data.",
     )
     def alerts(
-        start: Annotated[
-            datetime | None, Query(description="Window start (default: open).")
-        ] = None,
-        end: Annotated[datetime | None, Query(description="Window end (default: open).")] = None,
+        start: Annotated[ApiTime | None, Query(description="Window start (default: open).")] = None,
+        end: Annotated[ApiTime | None, Query(description="Window end (default: open).")] = None,
         zones: list[str] | None = zones_q,
         open_only: Annotated[bool, Query(description="Only alerts still open.")] = False,
         who: Principal = data,
@@ -655,7 +669,9 @@ def _density_now_and_heatmap_routes(app: FastAPI, ctx: _Context) -> None:
         response_class=Response,
         responses={200: {"content": {"image/png": {}}}},
     )
-    def heatmap(start: datetime = _START, end: datetime = _END, who: Principal = data) -> Response:
+    def heatmap(
+        start: Annotated[ApiTime, _START], end: Annotated[ApiTime, _END], who: Principal = data
+    ) -> Response:
         read(who, "heatmap", start=start, end=end)
 
         def answer() -> Response:
@@ -844,7 +860,11 @@ def _watch_routes(app: FastAPI, ctx: _Context) -> None:
     async def create_watch(request: Request, who: Principal = analyst) -> dict[str, Any]:
         data, photos = await _read_search_request(request, ctx)
         threshold = data.pop("threshold", None) if isinstance(data, dict) else None
-        if threshold is not None and not isinstance(threshold, int | float):
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 <= threshold <= 1.0
+        ):
             raise ApiError(
                 422, "invalid request", f"threshold: a number in [0, 1], got {threshold!r}"
             )

@@ -383,3 +383,34 @@ def test_the_serve_deployment_builds_without_starting_ray(api):
     deployment = build_api_deployment(app.state.sightline.site, num_replicas=1)
     assert deployment.name == "SightlineAPI"
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("/tracks?start=0001-01-01T00:00:00%2B00:01&end=2000-01-01T00:00:00Z", "start"),
+        ("/density/zones?start=2000-01-01T00:00:00Z&end=9999-12-31T23:59:59-00:01", "end"),
+        ("/density/alerts?start=9999-06-01T00:00:00Z", "start"),
+    ],
+)
+def test_times_outside_the_supported_range_are_a_422_naming_the_parameter(api, url, named):
+    client, tokens, *_ = api
+    answer = client.get(url, headers=_auth(tokens, "data"))
+    assert answer.status_code == 422, answer.text
+    assert named in answer.json()["detail"] and "supported times" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"case_id": "c", "reason": "r", "start": 0, "end": 1, "embeddings": [[NaN]]}',
+        '{"case_id": "c", "reason": "r", "start": "0001-01-01T00:00:00+00:01", "end": 1}',
+        '{"case_id": "c", "reason": "r", "start": 0, "end": 1, '
+        '"last_seen": {"x": 1e308, "y": 1, "time": 0}}',
+    ],
+)
+def test_non_finite_numbers_and_impossible_times_in_a_search_are_a_422(api, raw):
+    client, tokens, *_ = api
+    headers = {**_auth(tokens, "analyst"), "Content-Type": "application/json"}
+    answer = client.post("/searches", content=raw, headers=headers)
+    assert answer.status_code == 422, answer.text

@@ -210,6 +210,8 @@ def test_a_watch_is_opened_listed_alerted_and_closed(live):
     [
         ({"case_id": None}, "case_id"),
         ({"threshold": "high"}, "threshold"),
+        ({"threshold": 5}, "threshold"),
+        ({"threshold": True}, "threshold"),
         ({"embeddings": []}, "embeddings or a description"),
     ],
 )

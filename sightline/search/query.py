@@ -16,7 +16,7 @@ are kept as aware UTC datetimes.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from pydantic import (
 
 from sightline.config import format_validation_error
 from sightline.search.photos import MAX_PHOTOS, decode_photo
+from sightline.times import to_utc
 from sightline.tracking.attributes import COLOUR_NAMES
 
 __all__ = [
@@ -78,7 +79,7 @@ class _Strict(BaseModel):
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return to_utc(value, "time")
 
 
 class Description(_Strict):
@@ -141,8 +142,8 @@ class LastSeen(_Strict):
     searched; see :func:`sightline.search.filters.reachable`.
     """
 
-    x: float = Field(description="Ground x in metres (site coordinates).")
-    y: float = Field(description="Ground y in metres.")
+    x: float = Field(ge=-1e6, le=1e6, description="Ground x in metres (site coordinates).")
+    y: float = Field(ge=-1e6, le=1e6, description="Ground y in metres.")
     time: datetime = Field(description="When (UTC).")
     max_speed_mps: float = Field(
         DEFAULT_WALKING_SPEED_MPS,

@@ -18,7 +18,7 @@ An ``area`` is a ground polygon: a list of at least 3 ``(x, y)`` points in metre
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +34,7 @@ from sightline.store.tables import (
     TrackStore,
     is_url,
 )
+from sightline.times import TimeLike, to_utc
 
 __all__ = [
     "FUSED_TRACK_SCHEMA",
@@ -48,7 +49,6 @@ __all__ = [
     "sightings",
 ]
 
-TimeLike = datetime | float | int | str
 StoreLike = TrackStore | str | Path
 
 MAX_TRACKLET_SPAN = timedelta(days=1)
@@ -118,16 +118,7 @@ def scan(store: StoreLike, table: str) -> pl.LazyFrame:
 
 
 def _utc(value: TimeLike, name: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {value!r} is not an ISO 8601 time") from exc
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    raise TypeError(f"{name}: expected a datetime, epoch seconds or ISO string, got {value!r}")
+    return to_utc(value, name)
 
 
 def _window(start: TimeLike, end: TimeLike) -> tuple[datetime, datetime]:
