@@ -364,9 +364,17 @@ def _run_search(ctx: _Context, query: SearchQuery) -> tuple[SearchQuery, SearchR
             "this API has no embedder configured, so photos cannot be searched; "
             "send embeddings or a description instead",
         )
-    with _invalid_on_value_error():
+    with _invalid_on_value_error(), _models_unavailable():
         embedded = embed_query(query, ctx.embed, ctx.detect, ctx.adapter)
         return embedded, search_store(ctx.store, embedded)
+
+
+@contextmanager
+def _models_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except PipelineUnavailableError as exc:
+        raise ApiError(503, "embedder unavailable", str(exc)) from None
 
 
 def _audit_search(
@@ -873,7 +881,7 @@ def _watch_routes(app: FastAPI, ctx: _Context) -> None:
         live = ctx.live()
         if query.photos and ctx.embed is None:
             raise ApiError(503, "embedder unavailable", "photos cannot be embedded here")
-        with _invalid_on_value_error():
+        with _invalid_on_value_error(), _models_unavailable():
             embedded = await _in_thread(embed_query, query, ctx.embed, ctx.detect, ctx.adapter)
         with _live_errors(), _invalid_on_value_error():
             watch_id = await _in_thread(live.add_watch, embedded, threshold)

@@ -41,6 +41,9 @@ __all__ = [
 
 DEFAULT_PORT = 8000
 API_NUM_CPUS = 0.1
+API_MAX_ONGOING_REQUESTS = 100
+"""Requests one API replica takes at once. Serve's default (5) makes the proxy queue
+cheap cached reads behind slow ones; the replica's thread pool (40) bounds the real work."""
 
 
 def _log(message: str) -> None:
@@ -107,6 +110,7 @@ def start_service(
         app_prefix=app_prefix,
         num_replicas=api_replicas,
         ray_actor_options={"num_cpus": API_NUM_CPUS},
+        max_ongoing_requests=API_MAX_ONGOING_REQUESTS,
     )
     serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
     url = f"http://{host}:{port}"
@@ -157,6 +161,7 @@ def serve_api_over_store(
         site,
         app_prefix=app_prefix,
         ray_actor_options={"num_cpus": API_NUM_CPUS},
+        max_ongoing_requests=API_MAX_ONGOING_REQUESTS,
     )
     serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
     return f"http://{host}:{port}"

@@ -213,19 +213,37 @@ def handle_models(app_prefix: str, embedder_type: str = "builtin") -> tuple[Any,
     """``(embed, detect, adapter)`` for photo queries through the running model
     applications: reference photos are cropped by the Detector deployment and embedded
     by the Embedder deployment, like camera frames. The photo adapter is the built-in
-    one when the embedder is the built-in model (it was fitted to that model's space)."""
+    one when the embedder is the built-in model (it was fitted to that model's space).
+
+    The handles are made on first use, so the API starts (and serves everything else)
+    while the models are down; a photo query then raises
+    :class:`PipelineUnavailableError`.
+    """
     import numpy as np
 
-    from serve.deployments import get_model_handles
     from sightline.search.photo_adapter import PhotoAdapter
 
-    handles = get_model_handles(app_prefix)
+    handles: list[Any] = []
+
+    def models() -> Any:
+        if not handles:
+            from serve.deployments import get_model_handles
+
+            try:
+                handles.append(get_model_handles(app_prefix))
+            except Exception as exc:  # KeyError, RayServeException: not deployed
+                raise PipelineUnavailableError(
+                    f"the model applications {app_prefix}-detector/-embedder are not "
+                    f"running ({type(exc).__name__}: {exc})"
+                ) from None
+        return handles[0]
 
     def embed(crops: list[np.ndarray]) -> np.ndarray:
-        return handles.embedder.embed.remote(list(crops)).result(timeout_s=CALL_TIMEOUT_S)
+        return models().embedder.embed.remote(list(crops)).result(timeout_s=CALL_TIMEOUT_S)
 
     def detect(frames: np.ndarray) -> list[Any]:
-        responses = [handles.detector.detect.remote(np.ascontiguousarray(f)) for f in frames]
+        detector = models().detector
+        responses = [detector.detect.remote(np.ascontiguousarray(f)) for f in frames]
         return [r.result(timeout_s=CALL_TIMEOUT_S) for r in responses]
 
     adapter = PhotoAdapter.builtin() if embedder_type == "builtin" else None

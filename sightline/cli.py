@@ -436,6 +436,22 @@ def _cmd_bench_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from serve.bench_scale import bench_scale
+
+    result = bench_scale(
+        args.preset,
+        args.seed,
+        tuple(args.replicas),
+        args.data,
+        seconds=args.seconds,
+        device=args.device,
+        utilisation=args.utilisation,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_bench_density(args: argparse.Namespace) -> int:
     from sightline.density.bench import bench_density
 
@@ -551,6 +567,21 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bapi.add_argument("--api-replicas", type=int, default=1)
     bapi.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="site cache")
     bapi.set_defaults(func=_cmd_bench_api)
+    bscale = bench_sub.add_parser(
+        "scale", help="pipeline frames/s by detector replicas (fake GPUs), cameras per device"
+    )
+    bscale.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    bscale.add_argument("--seed", type=int, default=11)
+    bscale.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    bscale.add_argument(
+        "--seconds", type=float, default=None, help="only the first seconds of each camera"
+    )
+    bscale.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where model costs are timed"
+    )
+    bscale.add_argument("--utilisation", type=float, default=0.7)
+    bscale.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="site cache")
+    bscale.set_defaults(func=_cmd_bench_scale)
 
 
 def _build_parser() -> argparse.ArgumentParser:
