@@ -557,6 +557,11 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bsearch.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     bsearch.add_argument("--queries", type=int, default=20)
     bsearch.set_defaults(func=_cmd_bench_search)
+    _add_cluster_bench_commands(bench_sub)
+
+
+def _add_cluster_bench_commands(bench_sub: argparse._SubParsersAction) -> None:
+    """``bench api`` and ``bench scale``: the service under load, and replica scaling."""
     bapi = bench_sub.add_parser(
         "api", help="HTTP API under load (density, tracks) while ingest runs, and idle"
     )
