@@ -141,28 +141,24 @@ def bench_api(
     try:
         waited = _wait_for_rows(str(site.storage.root), t0)
         log(f"first rows stored after {waited:.1f} s; load during ingest ...")
+        def load() -> dict[str, Any]:
+            return run_load(
+                handle.url,
+                requests,
+                rate_per_s=rate_per_s,
+                duration_s=duration_s,
+                headers=headers,
+                progress=log,
+            )
+
         before = (_cameras_running(handle.supervisor), _frames(handle.supervisor))
-        during = run_load(
-            handle.url,
-            requests,
-            rate_per_s=rate_per_s,
-            duration_s=duration_s,
-            headers=headers,
-            progress=log,
-        )
+        during = load()
         after = (_cameras_running(handle.supervisor), _frames(handle.supervisor))
         log("waiting for ingest to finish ...")
         while not ray.get(handle.supervisor.done.remote()):
             time.sleep(2.0)
         log("load with ingest idle (baseline) ...")
-        idle = run_load(
-            handle.url,
-            requests,
-            rate_per_s=rate_per_s,
-            duration_s=duration_s,
-            headers=headers,
-            progress=log,
-        )
+        idle = load()
     finally:
         stop_service(handle)
         ray.shutdown()

@@ -27,7 +27,6 @@ No Ray here: searches run in this process with the built-in models, as
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -197,33 +196,15 @@ class DemoSearches:
 
 
 def _builtin_models() -> tuple[Callable, Callable, Any]:
-    from sightline.config import BuiltinDetectorConfig, BuiltinEmbedderConfig
-    from sightline.models.registry import build_detector, build_embedder
-    from sightline.search.photo_adapter import PhotoAdapter
+    from sightline.search.commands import builtin_photo_models
 
-    embed = build_embedder(BuiltinEmbedderConfig(), prefer_gpu=False).embed
-    detect = build_detector(BuiltinDetectorConfig(), prefer_gpu=False).detect
-    return embed, detect, PhotoAdapter.builtin()
+    return builtin_photo_models()
 
 
 def _audit(audit_dir: Path, query: SearchQuery, photos: Sequence[bytes], description: Any) -> None:
-    from sightline.security import AuditLog
+    from sightline.search.commands import audit_search
 
-    AuditLog(audit_dir).append(
-        DEMO_PRINCIPAL,
-        "analyst",
-        "search.create",
-        case_id=query.case_id,
-        reason=query.reason,
-        parameters={
-            "start": query.start.isoformat(),
-            "end": query.end.isoformat(),
-            "photos_sha256": [hashlib.sha256(p).hexdigest() for p in photos],
-            "description": description,
-            "cameras": query.cameras,
-            "via": "demo",
-        },
-    )
+    audit_search(audit_dir, DEMO_PRINCIPAL, query, list(photos), description, via="demo")
 
 
 def run_demo_searches(  # noqa: PLR0913 (keyword-only options, each with a default)

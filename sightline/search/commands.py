@@ -18,7 +18,7 @@ from typing import Any
 
 from sightline.config import load_site_config
 
-__all__ = ["add_search_commands"]
+__all__ = ["add_search_commands", "audit_search", "builtin_photo_models"]
 
 
 def _description(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -33,12 +33,51 @@ def _description(args: argparse.Namespace) -> dict[str, Any] | None:
     return given or None
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
+def builtin_photo_models() -> tuple[Any, Any, Any]:
+    """``(embed, detect, adapter)`` for photo queries without Ray: the built-in embedder
+    and detector on the CPU, and the built-in photo adapter."""
     from sightline.config import BuiltinDetectorConfig, BuiltinEmbedderConfig
     from sightline.models.registry import build_detector, build_embedder
-    from sightline.search import SearchQuery, search_store
     from sightline.search.photo_adapter import PhotoAdapter
-    from sightline.security import AuditLog, security_paths
+
+    embed = build_embedder(BuiltinEmbedderConfig(), prefer_gpu=False).embed
+    detect = build_detector(BuiltinDetectorConfig(), prefer_gpu=False).detect
+    return embed, detect, PhotoAdapter.builtin()
+
+
+def audit_search(
+    audit_dir: str | Path,
+    principal: str,
+    query: Any,
+    photos: list[bytes] | tuple[bytes, ...],
+    description: Any,
+    *,
+    via: str,
+) -> None:
+    """Append the ``search.create`` entry of a search run outside the API (photos as
+    SHA-256 hashes, never bytes), as role ``analyst``."""
+    from sightline.security import AuditLog
+
+    AuditLog(audit_dir).append(
+        principal,
+        "analyst",
+        "search.create",
+        case_id=query.case_id,
+        reason=query.reason,
+        parameters={
+            "start": query.start.isoformat(),
+            "end": query.end.isoformat(),
+            "photos_sha256": [hashlib.sha256(p).hexdigest() for p in photos],
+            "description": description,
+            "cameras": query.cameras,
+            "via": via,
+        },
+    )
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from sightline.search import SearchQuery, search_store
+    from sightline.security import security_paths
 
     site = load_site_config(args.config)
     photos = [Path(p).read_bytes() for p in args.photo]
@@ -58,25 +97,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     query = SearchQuery.parse({k: v for k, v in data.items() if v is not None})
     embed = detect = adapter = None
     if photos:
-        embed = build_embedder(BuiltinEmbedderConfig(), prefer_gpu=False).embed
-        detect = build_detector(BuiltinDetectorConfig(), prefer_gpu=False).detect
-        adapter = PhotoAdapter.builtin()
+        embed, detect, adapter = builtin_photo_models()
     audit_dir = args.audit if args.audit is not None else security_paths(site)[1]
-    AuditLog(audit_dir).append(
-        str(query.requested_by),
-        "analyst",
-        "search.create",
-        case_id=query.case_id,
-        reason=query.reason,
-        parameters={
-            "start": query.start.isoformat(),
-            "end": query.end.isoformat(),
-            "photos_sha256": [hashlib.sha256(p).hexdigest() for p in photos],
-            "description": data["description"],
-            "cameras": query.cameras,
-            "via": "cli",
-        },
-    )
+    audit_search(audit_dir, str(query.requested_by), query, photos, data["description"], via="cli")
     result = search_store(str(site.storage.root), query, embed, detect=detect, adapter=adapter)
     print(json.dumps(result.model_dump(mode="json"), indent=2))
     return 0
