@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serve.live import Operations, PipelineUnavailableError
 from serve.read_cache import ReadCache
 from sightline.config import ConfigError, SiteConfig
-from sightline.density.heatmap import render_site_png, site_occupancy
+from sightline.density.heatmap import render_site_png, site_geometry, site_occupancy
 from sightline.density.queries import density_alerts, ground_points, zone_counts, zone_summary
 from sightline.search import SearchQuery, SearchQueryError, SearchResult, refine, search_store
 from sightline.search.photo_adapter import PhotoAdapter
@@ -175,6 +175,15 @@ def _requires(ctx: _Context, role: str) -> Callable[[Request], Principal]:
         principal = ctx.keys.authenticate(_token(request))
         authorize(principal, role)
         return principal
+
+    return dependency
+
+
+def _authenticated(ctx: _Context) -> Callable[[Request], Principal]:
+    """A dependency that authenticates the request, any role."""
+
+    def dependency(request: Request) -> Principal:
+        return ctx.keys.authenticate(_token(request))
 
     return dependency
 
@@ -743,7 +752,7 @@ class CameraChange(BaseModel):
 
 
 def _ops_routes(app: FastAPI, ctx: _Context) -> None:
-    operator, admin = Depends(_requires(ctx, "operator")), Depends(_requires(ctx, "admin"))
+    operator = Depends(_requires(ctx, "operator"))
 
     @app.get(
         "/cameras",
@@ -834,6 +843,31 @@ def _ops_routes(app: FastAPI, ctx: _Context) -> None:
     def cluster(who: Principal = operator) -> dict[str, Any]:
         with _live_errors():
             return ctx.live().cluster()
+
+
+def _session_routes(app: FastAPI, ctx: _Context) -> None:
+    """Who am I, the site map (any valid key) and the audit check (admin)."""
+    admin, anyone = Depends(_requires(ctx, "admin")), Depends(_authenticated(ctx))
+
+    @app.get(
+        "/whoami",
+        tags=["session"],
+        summary="The key's principal and role",
+        description="Who the key belongs to and its role, so a client can offer only what "
+        "the role may do. Any valid key.",
+    )
+    def whoami(who: Principal = anyone) -> dict[str, Any]:
+        return {"principal": who.principal, "role": who.role, "key_id": who.key_id}
+
+    @app.get(
+        "/site",
+        tags=["session"],
+        summary="The site map",
+        description="Ground geometry for drawing the site, in metres: bounds, outline, zones "
+        "(polygon, alert density) and cameras (position, view footprint). Any valid key.",
+    )
+    def site_map(who: Principal = anyone) -> dict[str, Any]:
+        return site_geometry(ctx.site)
 
     @app.get(
         "/audit/verify",
@@ -1109,6 +1143,7 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     _density_routes(app, ctx)
     _density_now_and_heatmap_routes(app, ctx)
     _ops_routes(app, ctx)
+    _session_routes(app, ctx)
     _watch_routes(app, ctx)
     _event_routes(app, ctx)
     app.state.sightline = ctx

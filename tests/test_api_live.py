@@ -282,3 +282,24 @@ def test_config_errors_of_the_fake_are_the_real_ones(tmp_path):
     site = _site_config(tmp_path)
     with pytest.raises(ConfigError, match="last camera"):
         without_camera(without_camera(site, "cam1"), "cam2")
+
+
+def test_whoami_and_the_site_map_answer_any_valid_key(live):
+    client, tokens, _, _ = live
+    for role in ROLES:
+        me = client.get("/whoami", headers=_auth(tokens, role))
+        assert me.json()["role"] == role and me.json()["principal"] == f"{role}-user"
+    assert client.get("/whoami").status_code == 401
+    assert client.get("/site").status_code == 401
+    site = client.get("/site", headers=_auth(tokens, "analyst")).json()
+    assert [z["id"] for z in site["zones"]] == ["z"]
+    assert site["zones"][0]["polygon"] == [[0, 0], [10, 0], [10, 7.5], [0, 7.5]]
+    x0, y0, x1, y1 = site["bounds"]
+    assert x0 <= 0 and y0 <= 0 and x1 >= 10 and y1 >= 7.5
+    cams = {c["id"]: c for c in site["cameras"]}
+    assert set(cams) == {"cam1", "cam2"}
+    # a top-down camera seeing [0, 10] x [0, 7.5] m: its footprint spans that rectangle
+    xs = [p[0] for p in cams["cam1"]["footprint"]]
+    ys = [p[1] for p in cams["cam1"]["footprint"]]
+    assert min(xs) == pytest.approx(0, abs=0.05) and max(xs) == pytest.approx(10, abs=0.05)
+    assert min(ys) == pytest.approx(0, abs=0.05) and max(ys) == pytest.approx(7.5, abs=0.05)

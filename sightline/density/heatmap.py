@@ -51,6 +51,7 @@ __all__ = [
     "occupancy_grid",
     "render_site_png",
     "site_bounds",
+    "site_geometry",
     "site_occupancy",
 ]
 
@@ -293,6 +294,51 @@ def site_bounds(site: SiteConfig, margin_m: float = 1.0) -> tuple[float, float, 
         )
     lo, hi = pts.min(axis=0) - margin_m, pts.max(axis=0) + margin_m
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def site_geometry(site: SiteConfig, decimals: int = 2) -> dict[str, Any]:
+    """What a map of the site needs, in ground metres (JSON-ready): ``bounds``
+    ``[x0, y0, x1, y1]`` (:func:`site_bounds`), the ``outline``, each zone's polygon and
+    alert density, and each camera's ground position (null when its calibration gives
+    none) and view footprint (the convex hull of what it sees of the ground, capped at
+    ``density.max_view_distance_m``)."""
+    import shapely
+
+    def rounded(points: Any) -> list[list[float]]:
+        return [[round(float(x), decimals), round(float(y), decimals)] for x, y in points]
+
+    cameras = []
+    for camera in site.cameras:
+        position = _camera_xy(camera)
+        seen = _footprint(camera, site.density.max_view_distance_m)
+        hull = shapely.MultiPoint(seen).convex_hull if len(seen) >= 3 else None
+        footprint = (
+            rounded(hull.exterior.coords[:-1])
+            if hull is not None and hull.geom_type == "Polygon"
+            else []
+        )
+        cameras.append(
+            {
+                "id": camera.id,
+                "position": None if position is None else rounded([position])[0],
+                "footprint": footprint,
+            }
+        )
+    return {
+        "name": site.name,
+        "bounds": [round(v, decimals) for v in site_bounds(site)],
+        "outline": rounded(site.outline) if site.outline else None,
+        "zones": [
+            {
+                "id": z.id,
+                "name": z.name,
+                "polygon": rounded(z.polygon),
+                "alert_density": z.alert_density,
+            }
+            for z in site.zones
+        ],
+        "cameras": cameras,
+    }
 
 
 # --------------------------------------------------------------------------- colours
