@@ -17,6 +17,12 @@ Cameras reach it through :class:`CoordinatorSink`, a tracklet sink that retries 
 until the coordinator acknowledges it; ingest is idempotent, so a retry of a batch that
 was in fact stored is harmless. Their per-frame ground points for density go through
 :class:`GroundSender`, best effort (a lost batch lowers a few seconds' counts).
+
+Placement: on a cluster whose head (or a dedicated node) declares
+``sightline_coordinator`` (:mod:`sightline.placement`), the coordinator asks for half of
+that node's unit and the pipeline supervisor for the other half
+(:func:`coordinator_node_options`), so both run there and nowhere else; on one machine
+(no such resource) they run anywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +41,39 @@ from sightline.config import SiteConfig
 from sightline.density.counting import GroundFrame
 from sightline.density.service import DensityService
 from sightline.fusion.service import FusionService
+from sightline.placement import placement_options
 from sightline.search.query import SearchQuery
 from sightline.search.watch import WatchList
 from sightline.tracking.tracklets import Tracklet
 
-__all__ = ["Coordinator", "CoordinatorSink", "GroundSender", "start_coordinator"]
+__all__ = [
+    "Coordinator",
+    "CoordinatorSink",
+    "GroundSender",
+    "coordinator_node_options",
+    "start_coordinator",
+]
 
 COORDINATOR_NUM_CPUS = 0.25
+COORDINATOR_SHARE = 0.5
+"""Share of the coordinator node's ``sightline_coordinator`` unit the coordinator asks
+for; the pipeline supervisor asks for the rest, so the two fit there together."""
+
+
+def coordinator_node_options(
+    share: float = COORDINATOR_SHARE, cluster_resources: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Ray options placing an actor on the coordinator node: ``share`` of the unit of
+    ``sightline_coordinator`` it declares, or ``{}`` when no node declares it (one
+    machine). ``cluster_resources`` defaults to ``ray.cluster_resources()``."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    if cluster_resources is None:
+        cluster_resources = ray.cluster_resources()
+    options = placement_options("coordinator", cluster_resources)
+    if "resources" in options:
+        options["resources"] = {k: v * share for k, v in options["resources"].items()}
+    return options
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -123,6 +156,20 @@ class Coordinator:
         """Global id -> tracklet ids, as fusion stands now."""
         return self._service.fuser.identities()
 
+    def acknowledged(self, camera_id: str | None = None) -> dict[str, int]:
+        """Tracklet id -> newest version acknowledged (of ``camera_id``'s, or all)."""
+        fuser = self._service.fuser
+        ids = {t for members in fuser.identities().values() for t in members}
+        return {
+            t: fuser.known_version(t)
+            for t in sorted(ids)
+            if camera_id is None or t.startswith(f"{camera_id}-")
+        }
+
+    def node_id(self) -> str:
+        """The Ray node this coordinator runs on (placement checks)."""
+        return ray.get_runtime_context().get_node_id()
+
     def events(self) -> list[dict[str, Any]]:
         """The most recent fusion events (new, assign, merge, split) as dicts; the store's
         ``events`` table has them all."""
@@ -142,9 +189,13 @@ class Coordinator:
 def start_coordinator(
     site: SiteConfig, wal_dir: str | Path, store_root: str | Path, name: str
 ) -> ActorHandle:
-    """Start (or reconnect to) the named coordinator of ``site``."""
+    """Start (or reconnect to) the named coordinator of ``site``, on the coordinator node
+    when the cluster declares one (:func:`coordinator_node_options`)."""
     return Coordinator.options(  # type: ignore[attr-defined]
-        name=name, get_if_exists=True, num_cpus=COORDINATOR_NUM_CPUS
+        name=name,
+        get_if_exists=True,
+        num_cpus=COORDINATOR_NUM_CPUS,
+        **coordinator_node_options(),
     ).remote(site, str(wal_dir), str(store_root))
 
 
@@ -168,6 +219,16 @@ class CoordinatorSink:
             "unacknowledged": 0,
         }
         self.last_error: str | None = None
+
+    def pending(self) -> list[list[Tracklet]]:
+        """The batches not acknowledged yet, oldest first (a camera checkpoints them)."""
+        return list(self._queue)
+
+    def restore(self, pending: list[list[Tracklet]], stats: Mapping[str, int]) -> None:
+        """Take over a checkpointed queue and counters (a restarted camera); the queue
+        goes out with the next write or :meth:`close`."""
+        self._queue = deque(pending)
+        self.stats.update(stats)
 
     async def write(self, tracklets: list[Tracklet]) -> None:
         """Queue a batch and send what is queued."""

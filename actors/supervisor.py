@@ -14,6 +14,14 @@ notice. A camera whose recording ends stays listed with its final health (state
 written every ``storage.flush_after_s``; when the last camera ends, the density seconds
 still held are counted (later frames of earlier times count as late) and the store is
 written, so the API's readers see the whole run.
+
+Faults: a camera actor that dies (its node is lost, it crashes) is restarted by Ray
+elsewhere; the supervisor issues its ``run`` again and the camera resumes from its
+checkpoint (:mod:`actors.camera`), unless it keeps failing at once
+(:class:`~actors.pipeline.RunRetries`): then it is listed ``failed``. The supervisor
+and the coordinator share the node that declares ``sightline_coordinator`` (the head),
+half a unit each (:func:`~actors.coordinator.coordinator_node_options`); losing that
+node loses the service (the head is Ray's single point of failure anyway).
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from actors.coordinator import start_coordinator
-from actors.pipeline import start_camera
+from actors.coordinator import COORDINATOR_SHARE, coordinator_node_options, start_coordinator
+from actors.pipeline import RunRetries, start_camera
 from serve.deployments import get_model_handles
 from sightline.config import SiteConfig
 from sightline.site_changes import with_camera, without_camera
@@ -73,6 +81,8 @@ class PipelineSupervisor:
         )
         self._actors: dict[str, ActorHandle] = {}
         self._runs: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[ActorHandle] = set()  # stopped on purpose: do not run again
+        self.restarts: dict[str, int] = {}  # camera id -> runs issued again after a loss
         self._final: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()  # one camera change at a time
         self._flusher: asyncio.Task[None] | None = None
@@ -167,10 +177,29 @@ class PipelineSupervisor:
         self._runs[camera_id] = asyncio.create_task(self._run(camera_id, actor))
 
     async def _run(self, camera_id: str, actor: ActorHandle) -> None:
-        try:
-            health = await actor.run.remote()
-        except Exception as exc:  # a killed or crashed actor: say so, keep the others
-            health = {"camera_id": camera_id, "state": "failed", "last_error": str(exc)[:300]}
+        retries = RunRetries()
+        while True:
+            try:
+                health = await actor.run.remote()
+                break
+            except ray.exceptions.RayActorError as exc:
+                # The actor died or is restarting (its node was lost, say): once it is
+                # back, run it again and it resumes from its checkpoint; not if it was
+                # stopped on purpose or keeps failing.
+                stopped = actor in self._stopping or self._actors.get(camera_id) is not actor
+                delay = None if stopped else retries.retry_in(exc)
+                if delay is None:
+                    health = _failed(camera_id, exc)
+                    break
+                if not isinstance(exc, ray.exceptions.ActorUnavailableError):
+                    log.warning("camera %s lost (%s); running it again", camera_id, exc)
+                    self.restarts[camera_id] = self.restarts.get(camera_id, 0) + 1
+                await asyncio.sleep(delay)
+                retries.started()
+            except Exception as exc:  # the run itself failed: say so, keep the others
+                health = _failed(camera_id, exc)
+                break
+        self._stopping.discard(actor)
         if self._actors.get(camera_id) is actor:
             self._final[camera_id] = health
         if all(t.done() for c, t in self._runs.items() if c != camera_id):
@@ -201,6 +230,7 @@ class PipelineSupervisor:
         if actor is None:
             return None
         task = self._runs[camera_id]
+        self._stopping.add(actor)
         if not task.done():
             try:
                 await asyncio.wait_for(actor.stop.remote(), HEALTH_TIMEOUT_S)
@@ -235,6 +265,10 @@ class PipelineSupervisor:
         }
 
 
+def _failed(camera_id: str, exc: BaseException) -> dict[str, Any]:
+    return {"camera_id": camera_id, "state": "failed", "last_error": str(exc)[:300]}
+
+
 def start_supervisor(
     site: SiteConfig,
     out_dir: str | Path,
@@ -242,9 +276,15 @@ def start_supervisor(
     app_prefix: str = "sightline",
     base_dir: str | Path | None = None,
 ) -> ActorHandle:
-    """Start (or reconnect to) the named supervisor of ``app_prefix``; call ``start``."""
+    """Start (or reconnect to) the named supervisor of ``app_prefix``; call ``start``.
+
+    It runs on the coordinator node when the cluster declares one (the rest of the unit
+    the coordinator leaves, :func:`~actors.coordinator.coordinator_node_options`)."""
     return PipelineSupervisor.options(  # type: ignore[attr-defined]
-        name=supervisor_name(app_prefix), get_if_exists=True, num_cpus=SUPERVISOR_NUM_CPUS
+        name=supervisor_name(app_prefix),
+        get_if_exists=True,
+        num_cpus=SUPERVISOR_NUM_CPUS,
+        **coordinator_node_options(1.0 - COORDINATOR_SHARE),
     ).remote(
         site,
         str(out_dir),

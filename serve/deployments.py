@@ -20,6 +20,14 @@ so only the culprit gets the error. ``stats()`` reports the batches a replica fo
 Build and start them with :func:`deploy_models` (or :func:`build_model_apps` for
 ``serve.run`` / ``serve build`` yourself); callers use the returned handles:
 ``await detector.detect.remote(frame)``.
+
+Placement: on a cluster that declares ``sightline_model`` (GPU nodes,
+:mod:`sightline.placement`) each replica asks for one unit of it besides its GPUs, so
+replicas run only there (:func:`model_resources`); on one machine nothing is added.
+Health: Serve calls each replica's ``check_health`` every ``health_check_period_s``
+(10 s); it fails when the model is not loaded, its CUDA device has gone, or the last
+:data:`UNHEALTHY_AFTER_FAILED_BATCHES` batches failed entirely, and Serve replaces a
+replica after three failed checks.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from sightline.config import DetectorConfig, EmbedderConfig, ModelsConfig, Servi
 from sightline.models import Detections, DetectorBackend, EmbedderBackend
 from sightline.models.core import check_crops, check_image
 from sightline.models.registry import build_detector, build_embedder
+from sightline.placement import placement_options
 
 __all__ = [
     "DETECTOR_DEPLOYMENT",
@@ -61,6 +70,7 @@ __all__ = [
     "delete_models",
     "deploy_models",
     "get_model_handles",
+    "model_resources",
     "run_detector",
     "run_embedder",
 ]
@@ -72,6 +82,10 @@ EMBEDDER_DEPLOYMENT = "Embedder"
 # (config, prefer_gpu) -> backend; the registry's build_* by default, a test double in tests.
 DetectorFactory = Callable[..., DetectorBackend]
 EmbedderFactory = Callable[..., EmbedderBackend]
+
+UNHEALTHY_AFTER_FAILED_BATCHES = 5
+"""A replica whose model failed every item of this many batches in a row reports itself
+unhealthy (inputs are validated before batching, so these are model failures)."""
 
 _DETECTOR_CONFIG: TypeAdapter[Any] = TypeAdapter(DetectorConfig)
 _EMBEDDER_CONFIG: TypeAdapter[Any] = TypeAdapter(EmbedderConfig)
@@ -152,7 +166,37 @@ class _BatchedReplica:
         self._stats = BatchStats()
         self._identity = _replica_identity()
         self._started = time.time()
+        self._failed_in_a_row = 0
+        self._last_batch_error: str | None = None
         self._apply_batching(serving.max_batch_size, serving.batch_wait_timeout_s)
+
+    def _note_batch(self, results: list[Any]) -> None:
+        """Count batches in which every item failed (for :meth:`check_health`)."""
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if results and len(errors) == len(results):
+            self._failed_in_a_row += 1
+            self._last_batch_error = f"{type(errors[-1]).__name__}: {errors[-1]}"[:300]
+        else:
+            self._failed_in_a_row = 0
+
+    def check_health(self) -> None:
+        """Serve's periodic health check: raises when this replica cannot serve.
+
+        Unhealthy: no model loaded, a CUDA model whose device is gone, or the last
+        :data:`UNHEALTHY_AFTER_FAILED_BATCHES` batches all failed. After three failed
+        checks Serve replaces the replica.
+        """
+        backend = getattr(self, "_backend", None)
+        if backend is None:
+            raise RuntimeError(f"{self.kind} replica has no model loaded")
+        device = str(getattr(backend, "device", "cpu"))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"{self.kind} model is on {device}, but CUDA is not available")
+        if self._failed_in_a_row >= UNHEALTHY_AFTER_FAILED_BATCHES:
+            raise RuntimeError(
+                f"{self.kind} model failed its last {self._failed_in_a_row} batches: "
+                f"{self._last_batch_error}"
+            )
 
     def _batched(self) -> Any:
         """The ``@serve.batch`` method of the subclass (for its setters)."""
@@ -194,6 +238,7 @@ class _BatchedReplica:
             "max_batch_size": self._max_batch_size,
             "batch_wait_timeout_s": self._batch_wait_timeout_s,
             "uptime_s": round(time.time() - self._started, 3),
+            "failed_batches_in_a_row": self._failed_in_a_row,
             **self._stats.as_dict(),
         }
 
@@ -305,6 +350,7 @@ class Detector(_BatchedReplica):
         (results, calls), seconds = await _in_thread(run_detector, self._backend, frames)
         failed = sum(isinstance(r, BaseException) for r in results)
         self._stats.record(len(frames), len(frames), failed, calls, seconds)
+        self._note_batch(results)
         return results
 
 
@@ -407,6 +453,7 @@ class Embedder(_BatchedReplica):
             len(q) for q, r in zip(requests, results, strict=True) if isinstance(r, BaseException)
         )
         self._stats.record(_crop_count(requests), len(requests), failed, calls, seconds)
+        self._note_batch(results)
         return results
 
 
@@ -418,6 +465,28 @@ class ModelHandles(NamedTuple):
 
     detector: DeploymentHandle
     embedder: DeploymentHandle
+
+
+def model_resources(cluster_resources: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """The custom resources a model replica asks for: ``{"sightline_model": 1.0}`` when
+    a node of the cluster declares it, else ``{}`` (one machine, or no Ray connected).
+    ``cluster_resources`` defaults to ``ray.cluster_resources()``."""
+    if cluster_resources is None:
+        if not ray.is_initialized():
+            return {}
+        cluster_resources = ray.cluster_resources()
+    return dict(placement_options("model", cluster_resources).get("resources", {}))
+
+
+def _placed(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the model resource merged into ``ray_actor_options`` (resources
+    the caller already set win)."""
+    resources = model_resources()
+    if resources:
+        actor = dict(options.get("ray_actor_options") or {})
+        actor["resources"] = {**resources, **(actor.get("resources") or {})}
+        options["ray_actor_options"] = actor
+    return options
 
 
 def app_names(app_prefix: str = "sightline") -> tuple[str, str]:
@@ -436,7 +505,8 @@ def build_detector_app(
     """The Detector application for a detector config, with options from its ``serving``.
 
     Extra keyword arguments are Serve deployment options (see
-    :func:`serve.options.deployment_options`).
+    :func:`serve.options.deployment_options`). On a cluster declaring
+    ``sightline_model`` the replicas ask for it (:func:`model_resources`).
     """
     config = _DETECTOR_CONFIG.validate_python(config)
     options = deployment_options(
@@ -445,7 +515,7 @@ def build_detector_app(
         autoscaling_overrides=autoscaling_overrides,
         **serve_options,
     )
-    return Detector.options(**options).bind(config, backend_factory)
+    return Detector.options(**_placed(options)).bind(config, backend_factory)
 
 
 def build_embedder_app(
@@ -464,7 +534,7 @@ def build_embedder_app(
         autoscaling_overrides=autoscaling_overrides,
         **serve_options,
     )
-    return Embedder.options(**options).bind(config, backend_factory)
+    return Embedder.options(**_placed(options)).bind(config, backend_factory)
 
 
 def build_model_apps(

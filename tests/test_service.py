@@ -106,7 +106,8 @@ def test_after_the_recordings_the_store_answers_tracks_and_photo_searches(servic
         headers=_auth(tokens, "data"),
     )
     assert tracks.status_code == 200 and len(tracks.json()) > 0
-    assert {r["camera_id"] for r in tracks.json()} <= {c.id for c in site.cameras}
+    # the camera added and removed in the first test may have stored a tracklet or two
+    assert {r["camera_id"] for r in tracks.json()} <= {c.id for c in site.cameras} | {"extra"}
     person = pl.read_parquet(tiny_site / "gt" / "people.parquet").row(0, named=True)
     photo = (tiny_site / person["reference_photo"]).read_bytes()
     query = {

@@ -5,6 +5,9 @@ RGB at the target resolution and puts them in a bounded queue that the consumer 
 with :meth:`FrameReader.get`. Any failure (cannot open, network drop, read error, end of
 a live stream) is counted and the source reopened after an exponential backoff; recorded
 sources resume after the last frame they delivered, live ones at the stream's present.
+A new reader of a recording can also start after a given frame
+(``ReaderSettings.resume_after_s``, from :meth:`FrameReader.resume_settings` of the last
+frame a restarted consumer had finished): it seeks there and skips the frames up to it.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ class ReaderSettings:
     bounds opening and each read of a network source. ``realtime`` paces decoding to the
     frames' timestamps, for a file standing in for a live camera. ``decode_threads`` 0
     lets FFmpeg choose.
+
+    ``resume_after_s`` (forensic only; ignored live, where a restart joins the stream's
+    present) starts a recording after the frame at that pts: the source seeks to the
+    keyframe before it and the frames up to it are decoded but not delivered.
+    ``resume_slot_s`` is the sampler's next slot after that frame (:attr:`Frame.next_slot_s`),
+    so the resumed reader keeps exactly the frames an uninterrupted one would have.
     """
 
     width: int = 640
@@ -67,6 +76,8 @@ class ReaderSettings:
     decode_threads: int = 0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    resume_after_s: float | None = None
+    resume_slot_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "forensic"):
@@ -75,6 +86,8 @@ class ReaderSettings:
             raise ValueError("source_start must be timezone-aware (UTC)")
         if self.max_reconnects is not None and self.max_reconnects < 0:
             raise ValueError(f"max_reconnects must be >= 0 or None, got {self.max_reconnects}")
+        if self.resume_after_s is not None and not self.resume_after_s >= 0:
+            raise ValueError(f"resume_after_s must be >= 0 or None, got {self.resume_after_s}")
 
     @classmethod
     def from_camera(
@@ -102,12 +115,16 @@ class Frame:
     """One delivered frame: RGB ``(H, W, 3) uint8`` image, UTC time and stream pts.
 
     ``index`` counts delivered frames from 0 without gaps (dropped frames get none).
+    ``next_slot_s`` (forensic) is the fps sampler's next slot once this frame was kept:
+    with ``pts_s`` and the reader's :attr:`~FrameReader.origin` it is where a new reader
+    resumes after this frame (:meth:`FrameReader.resume_settings`).
     """
 
     image: np.ndarray
     ts: datetime
     pts_s: float
     index: int
+    next_slot_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,7 @@ class _Item:
     pts_s: float
     queued_at: float  # monotonic
     expected_wall: float  # epoch seconds the frame should have been seen (live)
+    next_slot: float | None = None  # the sampler's next slot after this frame (forensic)
 
 
 class _Counters:
@@ -204,6 +222,10 @@ class FrameReader:
         self._origin = s.source_start or datetime.fromtimestamp(wall(), UTC)
         self._duration_s: float | None = None
         self._resume_after: float | None = None  # pts of the last queued frame (forensic)
+        if s.mode == "forensic" and s.resume_after_s is not None:
+            # a restarted consumer: start after the last frame it had finished
+            self._resume_after = s.resume_after_s
+            self._sampler.resume(s.resume_after_s, s.resume_slot_s)
         self._stalled = 0  # reopen attempts since the last new frame
         self._fresh = True  # no frame queued since the last (re)open
         self._live_anchor: float | None = None  # epoch seconds of pts 0 (live)
@@ -239,7 +261,7 @@ class FrameReader:
         if item is None:
             return None
         c = self._counts
-        frame = Frame(item.image, item.ts, item.pts_s, c.delivered)
+        frame = Frame(item.image, item.ts, item.pts_s, c.delivered, item.next_slot)
         c.delivered += 1
         self._rate_out.tick()
         if self.settings.mode == "live":
@@ -253,6 +275,23 @@ class FrameReader:
         """Frames until the reader ends (blocks while waiting)."""
         while (frame := self.get()) is not None:
             yield frame
+
+    @property
+    def origin(self) -> datetime:
+        """The UTC time of pts 0 that forensic frames are stamped from (``source_start``,
+        else the time this reader was made)."""
+        return self._origin
+
+    def resume_settings(self, frame: Frame) -> dict[str, Any]:
+        """:class:`ReaderSettings` overrides for a new reader of this recording that starts
+        right after ``frame`` (one this reader delivered): its pts, the sampler's grid and
+        the time origin, so the frames that follow are the same frames with the same
+        ``ts`` as without the restart. Plain values (a checkpoint can store them)."""
+        return {
+            "resume_after_s": frame.pts_s,
+            "resume_slot_s": frame.next_slot_s,
+            "source_start": self._origin,
+        }
 
     @property
     def state(self) -> State:
@@ -408,7 +447,8 @@ class FrameReader:
             self._counts.drops += self._queue.put_drop_oldest(item)
         else:
             ts = self._origin + timedelta(seconds=t + self.settings.clock_offset_s)
-            if not self._queue.put_wait(_Item(image, ts, t, self._clock(), now)):
+            item = _Item(image, ts, t, self._clock(), now, self._sampler.next_slot)
+            if not self._queue.put_wait(item):
                 return
             self._resume_after = t
         if self._fresh:

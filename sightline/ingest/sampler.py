@@ -38,6 +38,19 @@ class FpsSampler:
         """Timestamp of the last kept frame (None before the first)."""
         return self._last
 
+    @property
+    def next_slot(self) -> float | None:
+        """The grid's next slot, seconds (None before the first frame): with
+        :attr:`last_kept` it is the whole state, for :meth:`resume`."""
+        return self._next
+
+    def resume(self, last_kept: float, next_slot: float | None = None) -> None:
+        """Continue as if the frame at ``last_kept`` had just been kept, with the grid's
+        next slot at ``next_slot`` (default: one period later), so a reader restarted
+        after that frame keeps the same frames an uninterrupted one would have."""
+        self._last = last_kept
+        self._next = last_kept + self.period if next_slot is None else next_slot
+
     def reset(self) -> None:
         """Forget the past: the next frame is kept and starts a new grid."""
         self._next = None

@@ -24,6 +24,8 @@ __all__ = [
     "ParquetDetectionSink",
     "PartFolder",
     "detections_frame",
+    "discard_parts",
+    "next_part_number",
 ]
 
 DETECTION_SCHEMA: dict[str, pl.DataType] = {
@@ -92,6 +94,11 @@ class PartFolder:
         self.parts.append(path)
         return path
 
+    @property
+    def next_part(self) -> int:
+        """The number the next part will get (a camera checkpoint records it)."""
+        return self._next_part
+
 
 class ParquetDetectionSink:
     """Append detection rows under ``<out_dir>/detections/camera_id=<id>/part-<n>.parquet``.
@@ -111,6 +118,11 @@ class ParquetDetectionSink:
         self._rows: list[pl.DataFrame] = []
         self._frames = 0
         self.rows_written = 0
+
+    @property
+    def next_part(self) -> int:
+        """The number the next part will get."""
+        return self._parts.next_part
 
     def write(self, camera_id: str, frame: Frame, detections: Detections) -> None:
         """Buffer one frame's rows; flush every ``flush_every`` frames."""
@@ -139,3 +151,31 @@ class ParquetDetectionSink:
 def _next_part_number(folder: Path) -> int:
     numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _PART.match(p.name))]
     return max(numbers, default=-1) + 1
+
+
+def next_part_number(folder: str | Path) -> int:
+    """The number a new :class:`PartFolder` on ``folder`` would give its first part
+    (0 for a folder that does not exist yet)."""
+    folder = Path(folder)
+    return _next_part_number(folder) if folder.is_dir() else 0
+
+
+def discard_parts(folder: str | Path, first: int) -> list[Path]:
+    """Delete the parts of ``folder`` numbered ``first`` or higher (and any half-written
+    temporary part); returns the deleted paths.
+
+    A camera that restarts from a checkpoint discards the parts its previous incarnation
+    wrote after that checkpoint: it writes those frames again, so they are not doubled.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    doomed = [
+        p
+        for p in folder.iterdir()
+        if ((m := _PART.match(p.name)) and int(m.group(1)) >= first)
+        or p.name.endswith(".parquet.tmp")
+    ]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return sorted(doomed)

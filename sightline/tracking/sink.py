@@ -172,6 +172,11 @@ class ParquetTrackletSink:
         self._thumbs.mkdir(parents=True, exist_ok=True)
         self.rows_written = 0
 
+    @property
+    def next_part(self) -> int:
+        """The number the next part will get (a camera checkpoint records it)."""
+        return self._parts.next_part
+
     def write(self, tracklets: list[Tracklet]) -> None:
         """Write the thumbnails first, then the part that refers to them."""
         if not tracklets:

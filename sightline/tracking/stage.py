@@ -4,11 +4,17 @@
 :class:`~sightline.ingest.DetectionSink`, async). It stays Ray-free: the embedder is an
 injected async callable (the actor passes the Serve deployment's ``embed``), so the
 stage runs the same in a test with a local model.
+
+:meth:`TrackingStage.checkpoint` / :meth:`TrackingStage.restore` carry the stage's state
+(tracker, open tracks, counters) over to a new stage of the same camera and run id: a
+restarted camera that resumes its recording after the checkpointed frame emits the same
+tracklet ids and versions as an uninterrupted run would (given the same detections).
 """
 
 from __future__ import annotations
 
 import inspect
+import pickle
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -104,6 +110,40 @@ class TrackingStage:
             await _maybe_await(self._ground(GroundFrame(camera_id, ts, points, ids)))
         self.stats["tracks_active"] = len(self._tracker.active_ids)
         await self._emit(self._builder.collect(ts, step.ended))
+
+    @property
+    def run_id(self) -> str:
+        """The run id in this stage's tracklet ids (``<camera>-<run_id>-<track>``)."""
+        return self._builder.run_id
+
+    def checkpoint(self) -> bytes:
+        """The state after the frames written so far (tracker, open tracks with their
+        crops, drafts waiting for the embedder, counters), pickled; see :meth:`restore`."""
+        state = {
+            "camera_id": self.camera_id,
+            "run_id": self._builder.run_id,
+            "tracker": self._tracker,
+            "tracks": self._builder._tracks,
+            "retry": self._retry,
+            "last_ts": self._last_ts,
+            "stats": self.stats,
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, checkpoint: bytes) -> None:
+        """Go on from a :meth:`checkpoint` of a stage of the same camera and run id (before
+        any frame was written to this one); ``ValueError`` if it is another's."""
+        state = pickle.loads(checkpoint)  # our own checkpoint
+        if (state["camera_id"], state["run_id"]) != (self.camera_id, self._builder.run_id):
+            raise ValueError(
+                f"checkpoint of {state['camera_id']} run {state['run_id']}, not of "
+                f"{self.camera_id} run {self._builder.run_id}"
+            )
+        self._tracker = state["tracker"]
+        self._builder._tracks = state["tracks"]
+        self._retry = state["retry"]
+        self._last_ts = state["last_ts"]
+        self.stats = state["stats"]
 
     async def close(self) -> None:
         """End every track, emit the final versions and close the sinks."""
