@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.console import mount_console
 from serve.live import Operations, PipelineUnavailableError
 from serve.read_cache import ReadCache
 from sightline.config import ConfigError, SiteConfig
@@ -1144,6 +1145,7 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     _density_now_and_heatmap_routes(app, ctx)
     _ops_routes(app, ctx)
     _session_routes(app, ctx)
+    mount_console(app)
     _watch_routes(app, ctx)
     _event_routes(app, ctx)
     app.state.sightline = ctx

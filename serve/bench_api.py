@@ -141,6 +141,7 @@ def bench_api(
     try:
         waited = _wait_for_rows(str(site.storage.root), t0)
         log(f"first rows stored after {waited:.1f} s; load during ingest ...")
+
         def load() -> dict[str, Any]:
             return run_load(
                 handle.url,
