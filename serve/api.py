@@ -101,7 +101,9 @@ def _error(status: int, error: str, detail: Any, headers: dict[str, str] | None 
 
 class SearchBook:
     """Search queries (photos already embedded) and results by id, newest
-    :data:`MAX_SEARCHES` kept; thread-safe (sync routes run in a thread pool)."""
+    :data:`MAX_SEARCHES` kept; thread-safe (sync routes run in a thread pool). A search
+    is readable only by the principal who ran it (another analyst gets the same 404 as
+    for an unknown id: search ids are not a way to read someone else's case)."""
 
     def __init__(self, capacity: int = MAX_SEARCHES) -> None:
         self.capacity = capacity
@@ -115,10 +117,10 @@ class SearchBook:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
-    def get(self, search_id: str) -> tuple[SearchQuery, SearchResult]:
+    def get(self, search_id: str, principal: str) -> tuple[SearchQuery, SearchResult]:
         with self._lock:
             found = self._items.get(search_id)
-        if found is None:
+        if found is None or found[0].requested_by != principal:
             raise ApiError(404, "not found", f"no search {search_id!r} (unknown or expired)")
         return found
 
@@ -431,7 +433,7 @@ def _search_routes(app: FastAPI, ctx: _Context) -> None:
         description="The ranked candidates of a search run by this API. Role: analyst.",
     )
     def get_search(search_id: str, who: Principal = analyst) -> dict[str, Any]:
-        query, result = ctx.searches.get(search_id)
+        query, result = ctx.searches.get(search_id, who.principal)
         _audit_search(ctx, who, "search.read", query, {"search_id": search_id})
         return {"search_id": search_id, "result": result.model_dump(mode="json")}
 
@@ -445,7 +447,7 @@ def _search_routes(app: FastAPI, ctx: _Context) -> None:
     def refine_search(
         search_id: str, body: RefineRequest, who: Principal = analyst
     ) -> dict[str, Any]:
-        query, _ = ctx.searches.get(search_id)
+        query, _ = ctx.searches.get(search_id, who.principal)
         with _invalid_on_value_error():
             query = refine(query, body.confirmed, body.rejected)
         _audit_search(ctx, who, "search.refine", query, {"search_id": search_id})
@@ -461,7 +463,7 @@ def _search_routes(app: FastAPI, ctx: _Context) -> None:
         "Role: analyst.",
     )
     def candidate_route(search_id: str, key: str, who: Principal = analyst) -> dict[str, Any]:
-        query, result = ctx.searches.get(search_id)
+        query, result = ctx.searches.get(search_id, who.principal)
         found = next((c for c in result.candidates if c.key == key), None)
         if found is None:
             raise ApiError(404, "not found", f"search {search_id} has no candidate {key!r}")
@@ -886,6 +888,77 @@ def _session_routes(app: FastAPI, ctx: _Context) -> None:
 # --------------------------------------------------------------------------- live
 
 
+def _job_routes(app: FastAPI, ctx: _Context) -> None:
+    analyst = Depends(_requires(ctx, "analyst"))
+
+    def owned(job_id: str, who: Principal) -> dict[str, Any]:
+        with _live_errors():
+            status = ctx.live().job_status(job_id)
+        if status.get("requested_by") != who.principal:  # another analyst's case
+            raise ApiError(404, "not found", f"no search job {job_id!r}")
+        return status
+
+    def audit_job(who: Principal, action: str, status: dict[str, Any]) -> None:
+        ctx.audit.append(
+            who.principal,
+            who.role,
+            action,
+            case_id=status.get("case_id"),
+            reason=status.get("reason"),
+            parameters={"key_id": who.key_id, "job_id": status["job_id"]},
+        )
+
+    @app.post(
+        "/searches/jobs",
+        status_code=202,
+        tags=["searches"],
+        summary="Start a search as a background job",
+        description="For long windows: the search runs as Ray tasks over the store's "
+        "partitions; read its progress and partial results at `GET /searches/jobs/{job_id}` "
+        "and cancel it with `DELETE`. Body as for `POST /searches`. Role: analyst.",
+        openapi_extra=_SEARCH_BODY,
+    )
+    async def create_job(request: Request, who: Principal = analyst) -> dict[str, Any]:
+        data, photos = await _read_search_request(request, ctx)
+        query = _parse_query(data, photos, who)
+        _audit_search(ctx, who, "search.create", query, {"job": True})
+        live = ctx.live()
+        if query.photos and ctx.embed is None:
+            raise ApiError(503, "embedder unavailable", "photos cannot be embedded here")
+        with _invalid_on_value_error(), _models_unavailable():
+            embedded = await _in_thread(embed_query, query, ctx.embed, ctx.detect, ctx.adapter)
+        with _live_errors(), _invalid_on_value_error():
+            job_id = await _in_thread(live.submit_job, embedded, ctx.store)
+            status = await _in_thread(live.job_status, job_id)
+        return {"job_id": job_id, "status": status}
+
+    @app.get(
+        "/searches/jobs/{job_id}",
+        tags=["searches"],
+        summary="A search job's progress and results",
+        description="State, progress (0..1) and the candidates merged so far (marked "
+        "partial until the job is done). Only the analyst who started it. Role: analyst.",
+    )
+    def read_job(job_id: str, who: Principal = analyst) -> dict[str, Any]:
+        status = owned(job_id, who)
+        audit_job(who, "search.read", status)
+        with _live_errors():
+            result = ctx.live().job_results(job_id)
+        return {"job_id": job_id, "status": status, "result": result.model_dump(mode="json")}
+
+    @app.delete(
+        "/searches/jobs/{job_id}",
+        tags=["searches"],
+        summary="Cancel a search job",
+        description="Stops merging and cancels the job's outstanding tasks. Role: analyst.",
+    )
+    def cancel_job(job_id: str, who: Principal = analyst) -> dict[str, Any]:
+        status = owned(job_id, who)
+        audit_job(who, "search.cancel", status)
+        with _live_errors():
+            return {"job_id": job_id, "status": ctx.live().cancel_job(job_id)}
+
+
 def _watch_routes(app: FastAPI, ctx: _Context) -> None:
     analyst = Depends(_requires(ctx, "analyst"))
 
@@ -1147,6 +1220,7 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     _session_routes(app, ctx)
     mount_console(app)
     _watch_routes(app, ctx)
+    _job_routes(app, ctx)
     _event_routes(app, ctx)
     app.state.sightline = ctx
     return app

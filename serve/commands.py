@@ -54,7 +54,8 @@ def _log(message: str) -> None:
 
 
 class ServeHandle:
-    """What :func:`start_service` started: the URL, the app prefix and the supervisor."""
+    """What :func:`start_service` started: the URL, the app prefix, the supervisor and
+    the search-jobs actor (held here: named actors live while their creator holds them)."""
 
     def __init__(self, url: str, app_prefix: str, supervisor: Any, out_dir: Path) -> None:
         self.url, self.app_prefix, self.supervisor, self.out_dir = (
@@ -63,6 +64,7 @@ class ServeHandle:
             supervisor,
             out_dir,
         )
+        self.search_jobs: Any = None
 
 
 def start_service(
@@ -87,9 +89,11 @@ def start_service(
     from ray import serve
 
     from actors.pipeline import connect_ray
+    from actors.search_jobs import start_search_jobs
     from actors.supervisor import start_supervisor
     from serve.api import build_api_deployment
     from serve.deployments import deploy_models
+    from serve.live import search_jobs_name
 
     store = Path(str(site.storage.root))
     out = Path(out_dir) if out_dir is not None else store / "_run"
@@ -103,6 +107,8 @@ def start_service(
     handles.detector.stats.remote().result()
     base_dir = Path(site_path).resolve().parent if site_path is not None else None
     supervisor = start_supervisor(site, out, store, app_prefix, base_dir)
+    # kept in the handle: a named actor lives only as long as its creator holds it
+    jobs = start_search_jobs(search_jobs_name(app_prefix))
     cameras = ray.get(supervisor.start.remote())
     log(f"started {len(cameras)} camera actors: {', '.join(cameras)}")
     api = build_api_deployment(
@@ -115,7 +121,9 @@ def start_service(
     serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
     url = f"http://{host}:{port}"
     log(f"API listening on {url} (OpenAPI: {url}/docs)")
-    return ServeHandle(url, app_prefix, supervisor, out)
+    handle = ServeHandle(url, app_prefix, supervisor, out)
+    handle.search_jobs = jobs
+    return handle
 
 
 def stop_service(handle: ServeHandle) -> dict[str, Any]:
@@ -132,6 +140,8 @@ def stop_service(handle: ServeHandle) -> dict[str, Any]:
     coordinator = ray.get_actor(f"{handle.app_prefix}-coordinator")
     ray.kill(handle.supervisor)
     ray.kill(coordinator, no_restart=True)
+    if handle.search_jobs is not None:
+        ray.kill(handle.search_jobs, no_restart=True)
     return health
 
 

@@ -1,5 +1,5 @@
 """What the HTTP API needs from the running pipeline: cameras and their health, run-time
-camera changes, Serve replicas and batch statistics, cluster resources, live density,
+camera changes, search jobs, Serve replicas and batch statistics, cluster resources, live density,
 standing watches and the alerts of both.
 
 :class:`Operations` is the interface the API routes call (from FastAPI's thread pool, so
@@ -17,7 +17,14 @@ from typing import Any, Protocol
 from sightline.config import ConfigError
 from sightline.search.query import SearchQuery
 
-__all__ = ["CALL_TIMEOUT_S", "Operations", "PipelineUnavailableError", "RayOperations"]
+__all__ = [
+    "CALL_TIMEOUT_S",
+    "Operations",
+    "PipelineUnavailableError",
+    "RayOperations",
+    "handle_models",
+    "search_jobs_name",
+]
 
 CALL_TIMEOUT_S = 30.0
 
@@ -74,6 +81,22 @@ class Operations(Protocol):
         """Watch alerts numbered after ``since``."""
         ...
 
+    def submit_job(self, query: SearchQuery, store_root: str) -> str:
+        """Start a search job (a query with embeddings); returns its id."""
+        ...
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """A job's state, progress and counts; ``KeyError`` if unknown."""
+        ...
+
+    def job_results(self, job_id: str) -> Any:
+        """A job's result so far (a ``SearchResult``, partial until done)."""
+        ...
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Stop a job; returns its status."""
+        ...
+
 
 def _name(value: Any) -> str:
     """An enum member's value, or the string Serve already gave."""
@@ -105,11 +128,11 @@ class RayOperations:
         if role not in self._actors:
             from actors.supervisor import supervisor_name
 
-            name = (
-                supervisor_name(self.app_prefix)
-                if role == "supervisor"
-                else f"{self.app_prefix}-coordinator"
-            )
+            name = {
+                "supervisor": supervisor_name(self.app_prefix),
+                "coordinator": f"{self.app_prefix}-coordinator",
+                "jobs": search_jobs_name(self.app_prefix),
+            }[role]
             try:
                 self._actors[role] = ray.get_actor(name)
             except ValueError:
@@ -207,6 +230,23 @@ class RayOperations:
 
     def watch_alerts(self, since: int = 0) -> list[dict[str, Any]]:
         return self._call("coordinator", "watch_alerts", since)
+
+    def submit_job(self, query: SearchQuery, store_root: str) -> str:
+        return self._call("jobs", "submit", query, store_root)
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        return self._call("jobs", "status", job_id)
+
+    def job_results(self, job_id: str) -> Any:
+        return self._call("jobs", "results", job_id)
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self._call("jobs", "cancel", job_id)
+
+
+def search_jobs_name(app_prefix: str = "sightline") -> str:
+    """The Ray actor name of the search-jobs actor of ``app_prefix``'s service."""
+    return f"{app_prefix}-search-jobs"
 
 
 def handle_models(app_prefix: str, embedder_type: str = "builtin") -> tuple[Any, Any, Any]:

@@ -414,3 +414,19 @@ def test_non_finite_numbers_and_impossible_times_in_a_search_are_a_422(api, raw)
     headers = {**_auth(tokens, "analyst"), "Content-Type": "application/json"}
     answer = client.post("/searches", content=raw, headers=headers)
     assert answer.status_code == 422, answer.text
+
+
+def test_a_search_is_readable_only_by_the_analyst_who_ran_it(api, tmp_path):
+    client, tokens, _, app = api
+    keys = KeyStore(app.state.sightline.keys.path, iterations=1)
+    other = {"Authorization": f"Bearer {keys.create('analyst-2', 'analyst')[1]}"}
+    search_id = _search(client, tokens).json()["search_id"]
+    assert client.get(f"/searches/{search_id}", headers=_auth(tokens, "analyst")).status_code == 200
+    for method, path in [
+        ("GET", f"/searches/{search_id}"),
+        ("POST", f"/searches/{search_id}/refine"),
+        ("GET", f"/searches/{search_id}/candidates/g1/route"),
+    ]:
+        body = {"confirmed": []} if method == "POST" else None
+        answer = client.request(method, path, json=body, headers=other)
+        assert answer.status_code == 404, (path, answer.text)

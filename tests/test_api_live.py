@@ -28,6 +28,7 @@ class FakePipeline:
         self.watch_rows: list[dict[str, Any]] = []
         self.density_rows: list[dict[str, Any]] = []
         self.down = False
+        self.jobs: dict[str, dict[str, Any]] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -84,6 +85,26 @@ class FakePipeline:
     def watch_alerts(self, since=0):
         return [r for r in self.watch_rows if r["seq"] > since]
 
+    def submit_job(self, query, store_root):
+        job_id = f"job-{len(self.jobs) + 1}"
+        self.jobs[job_id] = {"query": query, "store": store_root, "state": "running"}
+        self.calls.append(("job", job_id))
+        return job_id
+
+    def job_status(self, job_id):
+        job = self.jobs[job_id]  # KeyError: unknown
+        return {"job_id": job_id, "state": job["state"], **job["query"].audit, "progress": 0.5}
+
+    def job_results(self, job_id):
+        from sightline.search import search_store
+
+        job = self.jobs[job_id]
+        return search_store(job["store"], job["query"])
+
+    def cancel_job(self, job_id):
+        self.jobs[job_id]["state"] = "cancelled"
+        return self.job_status(job_id)
+
 
 @pytest.fixture
 def live(tmp_path):
@@ -114,6 +135,9 @@ LIVE_ROUTES = [
     ("GET", "/watches", "analyst"),
     ("DELETE", "/watches/w1", "analyst"),
     ("GET", "/watches/alerts", "analyst"),
+    ("POST", "/searches/jobs", "analyst"),
+    ("GET", "/searches/jobs/job-1", "analyst"),
+    ("DELETE", "/searches/jobs/job-1", "analyst"),
 ]
 
 
@@ -269,7 +293,7 @@ def test_without_a_pipeline_live_routes_are_503_and_cameras_come_from_the_file(t
     cams = client.get("/cameras", headers=_auth(tokens, "operator")).json()
     assert [c["health"] for c in cams] == [None, None]
     for method, path, role in LIVE_ROUTES[1:]:
-        body = {**SEARCH, "embeddings": [[1.0]]} if path == "/watches" else None
+        body = {**SEARCH, "embeddings": [[1.0]]} if path in ("/watches", "/searches/jobs") else None
         if path.startswith("/cameras") and method != "DELETE":
             body = _new_camera(site, path.rsplit("/", 1)[-1] if method == "PUT" else "cam3")
         answer = client.request(method, path, json=body, headers=_auth(tokens, role))
@@ -303,3 +327,26 @@ def test_whoami_and_the_site_map_answer_any_valid_key(live):
     ys = [p[1] for p in cams["cam1"]["footprint"]]
     assert min(xs) == pytest.approx(0, abs=0.05) and max(xs) == pytest.approx(10, abs=0.05)
     assert min(ys) == pytest.approx(0, abs=0.05) and max(ys) == pytest.approx(7.5, abs=0.05)
+
+
+def test_a_search_job_runs_reports_progress_and_is_cancelled_by_its_owner_only(live, tmp_path):
+    client, tokens, fake, audit_dir = live
+    (tmp_path / "store").mkdir(exist_ok=True)  # an empty store: the job finds nothing
+    keys = KeyStore(tmp_path / "keys.json", iterations=1)
+    other = keys.create("someone-else", "analyst")[1]
+    body = {**SEARCH, "embeddings": [person_vector(1).tolist()]}
+    started = client.post("/searches/jobs", json=body, headers=_auth(tokens, "analyst"))
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    assert started.json()["status"]["state"] == "running"
+    read = client.get(f"/searches/jobs/{job_id}", headers=_auth(tokens, "analyst")).json()
+    assert read["status"]["progress"] == 0.5 and read["result"]["case_id"] == "case-7"
+    stranger = {"Authorization": f"Bearer {other}"}
+    assert client.get(f"/searches/jobs/{job_id}", headers=stranger).status_code == 404
+    assert client.delete(f"/searches/jobs/{job_id}", headers=stranger).status_code == 404
+    assert fake.jobs[job_id]["state"] == "running"
+    cancelled = client.delete(f"/searches/jobs/{job_id}", headers=_auth(tokens, "analyst"))
+    assert cancelled.json()["status"]["state"] == "cancelled"
+    assert client.get("/searches/jobs/nope", headers=_auth(tokens, "analyst")).status_code == 404
+    actions = [e["action"] for e in AuditLog(audit_dir).entries()]
+    assert actions.count("search.create") == 1 and "search.cancel" in actions

@@ -129,3 +129,37 @@ def test_after_the_recordings_the_store_answers_tracks_and_photo_searches(servic
     assert any(e["action"] == "search.create" for e in audit.entries())
     events = client.get("/events", params={"timeout_s": 0.5}, headers=_auth(tokens, "data"))
     assert events.status_code == 200 and "streaming density_alert" in events.text
+
+
+def test_a_search_job_runs_on_ray_to_the_same_candidates(service):
+    client, tokens, _, _ = service
+    analyst = _auth(tokens, "analyst")
+    _wait_done(client, tokens)
+    first = client.get(
+        "/tracks",
+        params={"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"},
+        headers=_auth(tokens, "data"),
+    ).json()[0]
+    track = client.get(f"/identities/{first['global_id']}/route", headers=_auth(tokens, "data"))
+    assert track.status_code == 200
+    query = {
+        "case_id": "case-2",
+        "reason": "integration test",
+        "start": "2000-01-01T00:00:00Z",
+        "end": "2100-01-01T00:00:00Z",
+        "description": {"upper_colour": "red"},
+    }
+    direct = client.post("/searches", json=query, headers=analyst).json()["result"]
+    started = client.post("/searches/jobs", json=query, headers=analyst)
+    assert started.status_code == 202, started.text
+    job_id = started.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        read = client.get(f"/searches/jobs/{job_id}", headers=analyst).json()
+        if read["status"]["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert read["status"]["state"] == "done", read["status"]
+    assert read["status"]["progress"] == 1.0
+    keys = [c["key"] for c in read["result"]["candidates"]]
+    assert keys == [c["key"] for c in direct["candidates"]]
