@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -58,10 +58,13 @@ from sightline.placement import MODEL_RESOURCE, declared_resources, placement_op
 __all__ = [
     "FAST_AUTOSCALING_ENV",
     "AutoscaleSettings",
+    "Proc",
     "SleepDetector",
     "SleepDetectorFactory",
     "autoscale_cluster_config",
     "bench_autoscale",
+    "descendants",
+    "format_sample",
     "head_start_args",
     "leftover_processes",
     "parse_ps",
@@ -245,35 +248,77 @@ def head_start_args(config: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- processes
 
 
-def parse_ps(text: str) -> list[tuple[int, int, str]]:
-    """``(pid, pgid, command)`` rows of ``ps -eo pid=,pgid=,stat=,args=`` output.
+class Proc(NamedTuple):
+    """One process of ``ps``."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    cmd: str
+
+
+def parse_ps(text: str) -> list[Proc]:
+    """The processes of ``ps -eo pid=,ppid=,pgid=,stat=,args=`` output.
 
     Zombies (state ``Z``: exited, waiting to be reaped by their parent) are left out:
     nothing of them runs any more.
     """
     rows = []
     for line in text.splitlines():
-        parts = line.split(None, 3)
-        if len(parts) < 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        parts = line.split(None, 4)
+        if len(parts) < 4 or not all(p.isdigit() for p in parts[:3]):
             continue
-        if parts[2].startswith("Z"):
+        if parts[3].startswith("Z"):
             continue
-        rows.append((int(parts[0]), int(parts[1]), parts[3] if len(parts) > 3 else ""))
+        cmd = parts[4] if len(parts) > 4 else ""
+        rows.append(Proc(int(parts[0]), int(parts[1]), int(parts[2]), cmd))
     return rows
 
 
+def descendants(rows: Iterable[Proc], root: int) -> list[Proc]:
+    """The processes below ``root`` in the parent tree (children, their children...)."""
+    children: dict[int, list[Proc]] = {}
+    for r in rows:
+        children.setdefault(r.ppid, []).append(r)
+    out: list[Proc] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child.pid)
+    return out
+
+
 def leftover_processes(
-    rows: Iterable[tuple[int, int, str]], pgid: int, marker: str, exclude: Iterable[int] = ()
-) -> list[tuple[int, int, str]]:
-    """The rows in process group ``pgid`` or whose command line holds ``marker`` (the
-    private temp dir), except the pids in ``exclude`` (this process, ``ps`` itself)."""
+    rows: Iterable[Proc],
+    pgid: int,
+    marker: str,
+    known: Mapping[int, str] | None = None,
+    exclude: Iterable[int] = (),
+) -> list[Proc]:
+    """The processes of the private cluster still there.
+
+    A process is the cluster's when it is in the head's process group ``pgid``, its
+    command line holds ``marker`` (the private temp dir), or it was seen below the head
+    in the process tree (``known``: pid -> command line; the same pid with another
+    command line is another process). Ray's workers (the Serve controller, replicas,
+    idle workers) start their own process groups and rename themselves (``ray::...``),
+    and once their parent dies they hang under init: only ``known`` finds those.
+    The pids in ``exclude`` (this process) never count.
+    """
+    known = known or {}
     skip = set(exclude)
-    return [r for r in rows if r[0] not in skip and (r[1] == pgid or (marker and marker in r[2]))]
+    return [
+        r
+        for r in rows
+        if r.pid not in skip
+        and (r.pgid == pgid or (marker and marker in r.cmd) or known.get(r.pid) == r.cmd)
+    ]
 
 
-def _ps() -> list[tuple[int, int, str]]:
+def _ps() -> list[Proc]:
     out = subprocess.run(
-        ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=False
+        ["ps", "-eo", "pid=,ppid=,pgid=,stat=,args="], capture_output=True, text=True, check=False
     )
     return parse_ps(out.stdout)
 
@@ -307,6 +352,13 @@ class _Head:
     address: str
     tmp: Path
     log_path: Path
+    known: dict[int, str] = field(default_factory=dict)
+
+    def remember(self) -> list[Proc]:
+        """Note every process now below the head (for the teardown); return them."""
+        below = descendants(_ps(), self.proc.pid)
+        self.known.update((r.pid, r.cmd) for r in below)
+        return below
 
 
 def _start_head(config: dict[str, Any], tmp: Path, settings: AutoscaleSettings) -> _Head:
@@ -362,48 +414,53 @@ def _start_head(config: dict[str, Any], tmp: Path, settings: AutoscaleSettings) 
 
 
 def _stop_head(head: _Head, grace_s: float, log: Callable[[str], None]) -> dict[str, Any]:
-    """SIGTERM to the head's process group, SIGKILL after ``grace_s``; then leftovers
-    (by group or by the temp dir in the command line) are killed and reported."""
+    """SIGTERM to the head's process group, SIGKILL after ``grace_s``; then every
+    process of the cluster left (:func:`leftover_processes`) is killed and reported."""
+    head.remember()
     marker = str(head.tmp)
     me = {os.getpid()}
+
+    def left() -> list[Proc]:
+        return leftover_processes(_ps(), head.pgid, marker, head.known, me)
+
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and leftover_processes(_ps(), head.pgid, marker, me):
+    while time.monotonic() < deadline and left():
         time.sleep(0.5)
-    needed_sigkill = leftover_processes(_ps(), head.pgid, marker, me)
+    after_grace = left()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(head.pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         head.proc.wait(timeout=5)
     time.sleep(1.0)
-    left = leftover_processes(_ps(), head.pgid, marker, me)
-    for pid, _, cmd in left:
-        log(f"killing leftover {pid}: {cmd[:120]}")
+    outside = left()
+    for r in outside:
+        log(f"killing leftover {r.pid} (group {r.pgid}): {r.cmd[:120]}")
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(r.pid, signal.SIGKILL)
     time.sleep(0.5)
-    still = leftover_processes(_ps(), head.pgid, marker, me)
+    still = left()
     return {
         "head_exit_code": head.proc.returncode,
-        "alive_after_sigterm_grace": len(needed_sigkill),
-        "leftovers_after_group_kill": [{"pid": p, "cmd": c[:200]} for p, _, c in left],
-        "still_running": [{"pid": p, "cmd": c[:200]} for p, _, c in still],
+        "processes_seen": len(head.known),
+        "alive_after_sigterm_grace": [f"{r.pid} {r.cmd[:80]}" for r in after_grace],
+        "killed_after_group_kill": [f"{r.pid} {r.cmd[:80]}" for r in outside],
+        "still_running": [f"{r.pid} {r.cmd[:200]}" for r in still],
     }
 
 
-def _raylet_groups(pgid: int, marker: str) -> dict[str, int]:
-    """This cluster's processes (the temp dir in their command line) inside / outside
-    the head's process group: raylets, and the rest (workers, agents)."""
-    mine = [r for r in _ps() if marker in r[2]]
-    raylets = [r for r in mine if "raylet" in r[2].split(" ", 1)[0]]
-    inside = sum(r[1] == pgid for r in raylets)
+def _process_groups(head: _Head) -> dict[str, Any]:
+    """The processes below the head: how many in its process group, and which not."""
+    below = head.remember()
+    raylets = [r for r in below if "raylet" in r.cmd.split(" ", 1)[0]]
+    outside = [r for r in below if r.pgid != head.pgid]
     return {
+        "processes_below_head": len(below),
+        "in_head_group": len(below) - len(outside),
         "raylets": len(raylets),
-        "raylets_in_head_group": inside,
-        "raylets_outside": len(raylets) - inside,
-        "other_processes_in_head_group": sum(r[1] == pgid for r in mine) - inside,
-        "other_processes_outside": sum(r[1] != pgid for r in mine) - (len(raylets) - inside),
+        "raylets_in_head_group": sum(r.pgid == head.pgid for r in raylets),
+        "outside_head_group": sorted(r.cmd.split(" ", 1)[0][:60] for r in outside),
     }
 
 
@@ -644,9 +701,12 @@ def _deploy(settings: AutoscaleSettings, config: Mapping[str, Any]) -> list[Base
 
 
 class _Recorder:
-    def __init__(self, t0: float, log: Callable[[str], None]) -> None:
+    """Samples the cluster, logs each sample, and notes the head's processes each time."""
+
+    def __init__(self, t0: float, log: Callable[[str], None], head: _Head) -> None:
         self.t0 = t0
         self.log = log
+        self.head = head
         self.samples: list[dict[str, Any]] = []
 
     def now(self) -> float:
@@ -654,6 +714,7 @@ class _Recorder:
 
     def take(self, phase: str, ongoing: int = 0) -> dict[str, Any]:
         s = _sample(self.now(), phase, ongoing)
+        self.head.remember()  # workers of nodes removed later are found at teardown
         self.samples.append(s)
         self.log(format_sample(s))
         return s
@@ -678,7 +739,7 @@ def _run_phases(
 
     from serve.deployments import DETECTOR_DEPLOYMENT
 
-    rec = _Recorder(time.monotonic(), log)
+    rec = _Recorder(time.monotonic(), log, head)
     failure = _deploy(settings, config)
     every = settings.sample_every_s
     ready = rec.until(
@@ -706,13 +767,13 @@ def _run_phases(
     load_start = rec.now()
     log(f"--- load: {settings.callers} callers for {settings.load_seconds} s")
     load.start()
-    groups: dict[str, int] = {}
-    peak = 0
+    groups: dict[str, Any] = {}
+    peak = (0, 0)
     while rec.now() - load_start < settings.load_seconds:
         s = rec.take("load", load.in_flight)
-        if s["gpu_nodes"] > peak:  # which process group the new nodes' raylets are in
-            peak = s["gpu_nodes"]
-            groups = {"gpu_nodes": peak, **_raylet_groups(head.pgid, str(head.tmp))}
+        if (s["gpu_nodes"], s["running"]) > peak:  # where the new nodes' processes are
+            peak = (s["gpu_nodes"], s["running"])
+            groups = {"gpu_nodes": peak[0], "running": peak[1], **_process_groups(head)}
         time.sleep(every)
     load.stop()
     load_stop = rec.now()
@@ -795,6 +856,13 @@ def bench_autoscale(
             scale_in_timeout_s=scale_in_timeout_s,
         )
     settings.check()
+    # Ray prints some driver messages ("(raylet) Task ... failed") on stdout, which
+    # belongs to the JSON result of the command: send them to stderr meanwhile.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _bench(settings, log)
+
+
+def _bench(settings: AutoscaleSettings, log: Callable[[str], None]) -> dict[str, Any]:
     for key, value in FAST_AUTOSCALING_ENV.items():
         os.environ.setdefault(key, value)
     import ray

@@ -452,6 +452,22 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_autoscale(args: argparse.Namespace) -> int:
+    from serve.bench_autoscale import bench_autoscale
+
+    result = bench_autoscale(
+        load_seconds=args.seconds,
+        callers=args.callers,
+        max_replicas=args.max_replicas,
+        batch_ms=args.batch_ms,
+        idle_timeout_s=args.idle_timeout,
+        scale_in_timeout_s=args.scale_in_timeout,
+    )
+    print(json.dumps(result, indent=2))
+    ok = all(result["outcomes"].values()) and not result["teardown"]["still_running"]
+    return 0 if ok else 1
+
+
 def _cmd_bench_density(args: argparse.Namespace) -> int:
     from sightline.density.bench import bench_density
 
@@ -587,6 +603,21 @@ def _add_cluster_bench_commands(bench_sub: argparse._SubParsersAction) -> None:
     bscale.add_argument("--utilisation", type=float, default=0.7)
     bscale.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="site cache")
     bscale.set_defaults(func=_cmd_bench_scale)
+    bauto = bench_sub.add_parser(
+        "autoscale",
+        help="detector scales out and in on a private fake-multinode cluster",
+    )
+    bauto.add_argument("--seconds", type=float, default=60.0, help="load duration")
+    bauto.add_argument("--callers", type=int, default=8, help="concurrent callers")
+    bauto.add_argument(
+        "--max-replicas", type=int, default=3, help="detector max_replicas (= most GPU nodes)"
+    )
+    bauto.add_argument("--batch-ms", type=float, default=50.0, help="fake model time per batch")
+    bauto.add_argument(
+        "--idle-timeout", type=float, default=15.0, help="seconds before an idle node leaves"
+    )
+    bauto.add_argument("--scale-in-timeout", type=float, default=180.0, help="wait for scale-in")
+    bauto.set_defaults(func=_cmd_bench_autoscale)
 
 
 def _build_parser() -> argparse.ArgumentParser:

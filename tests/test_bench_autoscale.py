@@ -17,9 +17,11 @@ from serve.bench_autoscale import (
     GPU_NODE_TYPE,
     HEAD_NODE_TYPE,
     AutoscaleSettings,
+    Proc,
     SleepDetector,
     SleepDetectorFactory,
     autoscale_cluster_config,
+    descendants,
     format_sample,
     head_start_args,
     leftover_processes,
@@ -242,30 +244,56 @@ def test_format_sample_is_one_line():
 
 
 PS = """\
-  100   100 Ss   bash
-  200   200 Ss   /venv/bin/ray start --head --temp-dir=/tmp/sl-as-x --block
-  201   200 Sl   /venv/ray/core/src/ray/gcs/gcs_server --session-dir=/tmp/sl-as-x/session_1
-  202   200 Z    [raylet] <defunct>
-  300   300 Sl   ray::Detector --session-dir=/tmp/sl-as-x/session_1
-  400   400 Sl   /other/raylet --session-dir=/tmp/ray/session_9
-  500   500 R    ps -eo pid=,pgid=,stat=,args=
+  100     1   100 Ss   bash
+  200   600   200 Ss   /venv/bin/ray start --head --temp-dir=/tmp/sl-as-x --block
+  201   200   200 Sl   /venv/ray/core/src/ray/gcs/gcs_server --session-dir=/tmp/sl-as-x/session_1
+  202   200   200 Z    [raylet] <defunct>
+  203   201   200 Sl   /venv/ray/raylet --store_socket_name=/tmp/sl-as-x/session_1/sockets/p
+  300   203   300 Sl   ray::Detector
+  301     1   301 Sl   ray::ServeController
+  302   203   302 Sl   ray::IDLE
+  400     1   400 Sl   /other/raylet --session-dir=/tmp/ray/session_9
+  500   600   500 R    ps -eo pid=,ppid=,pgid=,stat=,args=
   bad line
 """
 
 
 def test_parse_ps_drops_zombies_and_junk():
     rows = parse_ps(PS)
-    assert [r[0] for r in rows] == [100, 200, 201, 300, 400, 500]
-    assert rows[1] == (200, 200, "/venv/bin/ray start --head --temp-dir=/tmp/sl-as-x --block")
+    assert [r.pid for r in rows] == [100, 200, 201, 203, 300, 301, 302, 400, 500]
+    assert rows[1] == Proc(
+        200, 600, 200, "/venv/bin/ray start --head --temp-dir=/tmp/sl-as-x --block"
+    )
 
 
-def test_leftovers_by_group_or_temp_dir_only():
+def test_descendants_follow_the_parent_tree():
     rows = parse_ps(PS)
-    got = leftover_processes(rows, pgid=200, marker="/tmp/sl-as-x", exclude=[500])
-    # the group (200, 201) and a worker in its own group found by the temp dir (300);
+    assert sorted(r.pid for r in descendants(rows, 200)) == [201, 203, 300, 302]
+    assert descendants(rows, 300) == []
+    assert descendants(rows, 12345) == []
+
+
+def test_leftovers_by_group_temp_dir_or_known_tree():
+    rows = parse_ps(PS)
+    # group (200, 201, 203); ray::Detector and ray::IDLE are in their own groups and
+    # renamed: found only because they were seen below the head before
+    known = {r.pid: r.cmd for r in descendants(rows, 200)}
+    got = leftover_processes(rows, pgid=200, marker="/tmp/sl-as-x", known=known, exclude=[500])
+    assert [r.pid for r in got] == [200, 201, 203, 300, 302]
+    # without the tree they would be missed
+    blind = leftover_processes(rows, pgid=200, marker="/tmp/sl-as-x")
+    assert [r.pid for r in blind] == [200, 201, 203]
+    # a reused pid (same pid, another command line) is not ours
+    reused = leftover_processes(rows, pgid=999, marker="", known={301: "ray::Detector"})
+    assert reused == []
     # never another Ray (400) or unrelated processes (100)
-    assert [r[0] for r in got] == [200, 201, 300]
-    assert leftover_processes(rows, pgid=999, marker="", exclude=()) == []
+    assert leftover_processes(rows, pgid=999, marker="") == []
+    assert (
+        leftover_processes(
+            rows, pgid=999, marker="", exclude=[301], known={301: "ray::ServeController"}
+        )
+        == []
+    )
 
 
 # --------------------------------------------------------------------------- backend, settings
