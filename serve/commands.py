@@ -35,6 +35,7 @@ __all__ = [
     "check_port_free",
     "create_demo_keys",
     "serve_api_over_store",
+    "shutdown_ray",
     "start_service",
     "stop_service",
 ]
@@ -175,6 +176,15 @@ def serve_api_over_store(
     )
     serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
     return f"http://{host}:{port}"
+
+
+def shutdown_ray() -> None:
+    """Stop Serve and disconnect from (or stop the local) Ray."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
 
 
 def create_demo_keys(site: SiteConfig) -> dict[str, str]:

@@ -87,7 +87,7 @@ def _demo_serve(site: SiteConfig, port: int) -> None:
     """Leave the API running over the demo's store, with a key per role, until Ctrl-C."""
     import time
 
-    from serve.commands import create_demo_keys, serve_api_over_store
+    from serve.commands import create_demo_keys, serve_api_over_store, shutdown_ray
 
     url = serve_api_over_store(site, port=port)
     keys = create_demo_keys(site)
@@ -110,11 +110,7 @@ def _demo_serve(site: SiteConfig, port: int) -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("stopping ...", file=sys.stderr)
-    import ray
-    from ray import serve
-
-    serve.shutdown()
-    ray.shutdown()
+    shutdown_ray()
 
 
 def _demo_analyst(
