@@ -1088,8 +1088,10 @@ async def _alert_stream(
 
 
 def _event_routes(app: FastAPI, ctx: _Context) -> None:
+    authenticate = _authenticated(ctx)
+
     def any_role(request: Request) -> Principal:
-        principal = ctx.keys.authenticate(_token(request))
+        principal = authenticate(request)
         if not _event_kinds(principal.role):
             raise PermissionDenied(
                 f"role {principal.role!r} receives no events: /events streams watch alerts "

@@ -87,12 +87,10 @@ def start_service(
     refining it from another replica is a 404): more replicas suit read-heavy use.
     """
     import ray
-    from ray import serve
 
     from actors.pipeline import connect_ray
     from actors.search_jobs import start_search_jobs
     from actors.supervisor import start_supervisor
-    from serve.api import build_api_deployment
     from serve.deployments import deploy_models
     from serve.live import search_jobs_name
 
@@ -112,15 +110,9 @@ def start_service(
     jobs = start_search_jobs(search_jobs_name(app_prefix))
     cameras = ray.get(supervisor.start.remote())
     log(f"started {len(cameras)} camera actors: {', '.join(cameras)}")
-    api = build_api_deployment(
-        site,
-        app_prefix=app_prefix,
-        num_replicas=api_replicas,
-        ray_actor_options={"num_cpus": API_NUM_CPUS},
-        max_ongoing_requests=API_MAX_ONGOING_REQUESTS,
+    url = serve_api_over_store(
+        site, app_prefix=app_prefix, host=host, port=port, replicas=api_replicas
     )
-    serve.run(api.bind(), name=f"{app_prefix}-api", route_prefix="/")
-    url = f"http://{host}:{port}"
     log(f"API listening on {url} (OpenAPI: {url}/docs)")
     handle = ServeHandle(url, app_prefix, supervisor, out)
     handle.search_jobs = jobs
@@ -159,11 +151,17 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve_api_over_store(
-    site: SiteConfig, *, app_prefix: str = "sightline", host: str = "127.0.0.1", port: int
+    site: SiteConfig,
+    *,
+    app_prefix: str = "sightline",
+    host: str = "127.0.0.1",
+    port: int,
+    replicas: int = 1,
 ) -> str:
     """Deploy the API ingress over ``site``'s store on the connected Ray (Serve started
-    with its proxy on ``host:port``); photo searches use ``app_prefix``'s model apps if
-    they run. Returns the URL. Used by the demo after its batch run."""
+    with its proxy on ``host:port``); photo searches use ``app_prefix``'s model apps and
+    live routes its pipeline, when they run. Returns the URL. Used by
+    :func:`start_service` and by the demo after its batch run."""
     from ray import serve
 
     from serve.api import build_api_deployment
@@ -171,6 +169,7 @@ def serve_api_over_store(
     api = build_api_deployment(
         site,
         app_prefix=app_prefix,
+        num_replicas=replicas,
         ray_actor_options={"num_cpus": API_NUM_CPUS},
         max_ongoing_requests=API_MAX_ONGOING_REQUESTS,
     )
