@@ -52,6 +52,8 @@ from sightline.density.queries import density_alerts, ground_points, zone_counts
 from sightline.search import SearchQuery, SearchQueryError, SearchResult, refine, search_store
 from sightline.search.photo_adapter import PhotoAdapter
 from sightline.search.photos import MAX_PHOTOS, Detect, Embed, decode_photo, embed_query
+from sightline.search.results import Candidate
+from sightline.search.thumbnails import FrameDetections, tracklet_thumbnail
 from sightline.security import (
     AuditLog,
     AuthenticationError,
@@ -103,26 +105,51 @@ class SearchBook:
     """Search queries (photos already embedded) and results by id, newest
     :data:`MAX_SEARCHES` kept; thread-safe (sync routes run in a thread pool). A search
     is readable only by the principal who ran it (another analyst gets the same 404 as
-    for an unknown id: search ids are not a way to read someone else's case)."""
+    for an unknown id: search ids are not a way to read someone else's case).
+
+    A search job is kept here under its job id too (``job=True``): its newest merged
+    result replaces the entry each time the job is read, until the analyst refines it
+    (the refined result, computed here, is then the search's)."""
 
     def __init__(self, capacity: int = MAX_SEARCHES) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[SearchQuery, SearchResult]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[SearchQuery, SearchResult | None, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, search_id: str, query: SearchQuery, result: SearchResult) -> None:
+    def put(
+        self,
+        search_id: str,
+        query: SearchQuery,
+        result: SearchResult | None,
+        *,
+        job: bool = False,
+    ) -> None:
         with self._lock:
-            self._items[search_id] = (query, result)
+            self._items[search_id] = (query, result, job)
             self._items.move_to_end(search_id)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
+
+    def update_job(self, job_id: str, result: SearchResult) -> None:
+        """A job's newer merged result, unless the job is unknown here or was refined."""
+        with self._lock:
+            found = self._items.get(job_id)
+            if found is not None and found[2]:
+                self._items[job_id] = (found[0], result, True)
 
     def get(self, search_id: str, principal: str) -> tuple[SearchQuery, SearchResult]:
         with self._lock:
             found = self._items.get(search_id)
         if found is None or found[0].requested_by != principal:
             raise ApiError(404, "not found", f"no search {search_id!r} (unknown or expired)")
-        return found
+        if found[1] is None:
+            raise ApiError(
+                409,
+                "no results yet",
+                f"search job {search_id} has no results yet: read "
+                f"/searches/jobs/{search_id} until it has candidates",
+            )
+        return found[0], found[1]
 
 
 @dataclass
@@ -135,6 +162,7 @@ class _Context:
     detect: Detect | None
     adapter: PhotoAdapter | None
     ops: Operations | None = None
+    detections: FrameDetections | None = None
     searches: SearchBook = field(default_factory=SearchBook)
     reads: ReadCache = field(init=False)
     poll_s: float = EVENT_POLL_S
@@ -464,9 +492,7 @@ def _search_routes(app: FastAPI, ctx: _Context) -> None:
     )
     def candidate_route(search_id: str, key: str, who: Principal = analyst) -> dict[str, Any]:
         query, result = ctx.searches.get(search_id, who.principal)
-        found = next((c for c in result.candidates if c.key == key), None)
-        if found is None:
-            raise ApiError(404, "not found", f"search {search_id} has no candidate {key!r}")
+        found = _candidate(result, search_id, key)
         extra = {"search_id": search_id, "candidate": key}
         _audit_search(ctx, who, "search.route", query, extra)
         return {
@@ -475,6 +501,70 @@ def _search_routes(app: FastAPI, ctx: _Context) -> None:
             "global_id": found.global_id,
             "route": [s.model_dump(mode="json") for s in found.route],
         }
+
+    @app.get(
+        "/searches/{search_id}/candidates/{key}/thumbnail",
+        tags=["searches"],
+        summary="A candidate's thumbnail (JPEG)",
+        description="The stored crop of the candidate's best sighting, or of `tracklet_id` "
+        "(one of its sightings or route entries), with the head of everyone but the "
+        "candidate blurred. 409 when the run's detections of that moment are gone, so "
+        "bystanders could not be blurred; 404 when no thumbnail is stored. Works for "
+        "search jobs too (their job id). Role: analyst.",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def candidate_thumbnail(
+        search_id: str,
+        key: str,
+        tracklet_id: str | None = Query(
+            None, max_length=200, description="A sighting's tracklet (default: the best)."
+        ),
+        who: Principal = analyst,
+    ) -> Response:
+        return _thumbnail(ctx, who, search_id, key, tracklet_id)
+
+
+def _candidate(result: SearchResult, search_id: str, key: str) -> Candidate:
+    found = next((c for c in result.candidates if c.key == key), None)
+    if found is None:
+        raise ApiError(404, "not found", f"search {search_id} has no candidate {key!r}")
+    return found
+
+
+def _thumbnail(
+    ctx: _Context, who: Principal, search_id: str, key: str, tracklet_id: str | None
+) -> Response:
+    """The candidate's (or one of its sightings') thumbnail with bystanders blurred."""
+    query, result = ctx.searches.get(search_id, who.principal)
+    found = _candidate(result, search_id, key)
+    wanted = tracklet_id or found.best_tracklet_id
+    own = {found.best_tracklet_id} | {s.tracklet_id for s in [*found.sightings, *found.route]}
+    if wanted not in own:
+        raise ApiError(
+            404, "not found", f"tracklet_id: {wanted!r} is not a sighting of candidate {key}"
+        )
+    extra = {"search_id": search_id, "candidate": key, "tracklet_id": wanted}
+    _audit_search(ctx, who, "search.thumbnail", query, extra)
+    with _invalid_on_value_error():
+        thumb = tracklet_thumbnail(ctx.store, ctx.site, wanted, ctx.detections)
+    if thumb is None:
+        raise ApiError(404, "not found", f"no thumbnail is stored for tracklet {wanted}")
+    if not thumb.detections_known:
+        raise ApiError(
+            409,
+            "thumbnail withheld",
+            f"the detections of camera {thumb.camera_id} at tracklet {wanted}'s frames "
+            "are not in the run folder, so other people's heads could not be blurred",
+        )
+    return Response(
+        thumb.jpeg,
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "private, no-store",
+            "X-Sightline-Exact-Frame": "true" if thumb.exact_frame else "false",
+        },
+    )
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -930,6 +1020,7 @@ def _job_routes(app: FastAPI, ctx: _Context) -> None:
         with _live_errors(), _invalid_on_value_error():
             job_id = await _in_thread(live.submit_job, embedded, ctx.store)
             status = await _in_thread(live.job_status, job_id)
+        ctx.searches.put(job_id, embedded, None, job=True)
         return {"job_id": job_id, "status": status}
 
     @app.get(
@@ -944,6 +1035,7 @@ def _job_routes(app: FastAPI, ctx: _Context) -> None:
         audit_job(who, "search.read", status)
         with _live_errors():
             result = ctx.live().job_results(job_id)
+        ctx.searches.update_job(job_id, result)
         return {"job_id": job_id, "status": status, "result": result.model_dump(mode="json")}
 
     @app.delete(
@@ -1176,6 +1268,7 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     adapter: PhotoAdapter | None = None,
     ops: Operations | None = None,
     poll_s: float = EVENT_POLL_S,
+    run_dir: str | Path | None = None,
 ) -> FastAPI:
     """The Sightline HTTP API for ``site``.
 
@@ -1187,7 +1280,9 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
     by embeddings or description work. ``ops`` is the running pipeline
     (:class:`~serve.live.RayOperations`); without it the live routes (camera changes,
     density now, watches, events, deployments, cluster) answer 503. ``poll_s`` is how
-    often ``/events`` asks it for new alerts.
+    often ``/events`` asks it for new alerts. ``run_dir`` is the pipeline's run folder
+    (default ``<store>/_run``, where ``sightline serve`` writes): its per-frame detections
+    tell thumbnails whose heads to blur; without them thumbnails are withheld (409).
     """
     if keys_file is None or audit_dir is None:
         default_keys, default_audit = security_paths(site)
@@ -1195,9 +1290,13 @@ def create_app(  # noqa: PLR0913 (keyword-only options, each with a default)
         audit_dir = audit_dir if audit_dir is not None else default_audit
     if not Path(keys_file).exists():
         log.warning("%s: no key file yet; every request is refused until keys exist", keys_file)
+    store = str(store_root if store_root is not None else site.storage.root)
+    if run_dir is None and "://" not in store:
+        run_dir = Path(store) / "_run"
     ctx = _Context(
         site=site,
-        store=str(store_root if store_root is not None else site.storage.root),
+        store=store,
+        detections=FrameDetections(run_dir) if run_dir is not None else None,
         keys=KeyStore(keys_file, create=True),
         audit=AuditLog(audit_dir),
         embed=embed,
@@ -1239,6 +1338,7 @@ def build_api_deployment(
     audit_dir: str | Path | None = None,
     app_prefix: str | None = None,
     models: Callable[[], tuple[Embed | None, Detect | None, PhotoAdapter | None]] | None = None,
+    run_dir: str | Path | None = None,
     **deployment_options: Any,
 ) -> Any:
     """A Serve deployment (call ``.bind()`` on it) serving :func:`create_app`.
@@ -1249,7 +1349,8 @@ def build_api_deployment(
     runs it) the live routes reach the running pipeline
     (:class:`~serve.live.RayOperations`) and photos go through its model applications
     (:func:`~serve.live.handle_models`); ``models`` (a function returning ``(embed,
-    detect, adapter)``) overrides the latter. ``deployment_options`` go to
+    detect, adapter)``) overrides the latter; ``run_dir`` is :func:`create_app`'s.
+    ``deployment_options`` go to
     ``serve.deployment`` (default name ``SightlineAPI``). Ray is imported here, not at
     module import.
     """
@@ -1273,6 +1374,7 @@ def build_api_deployment(
             detect=detect,
             adapter=adapter,
             ops=RayOperations(app_prefix) if app_prefix is not None else None,
+            run_dir=run_dir,
         )
 
     options = {"name": "SightlineAPI", **deployment_options}

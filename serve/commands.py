@@ -111,7 +111,7 @@ def start_service(
     cameras = ray.get(supervisor.start.remote())
     log(f"started {len(cameras)} camera actors: {', '.join(cameras)}")
     url = serve_api_over_store(
-        site, app_prefix=app_prefix, host=host, port=port, replicas=api_replicas
+        site, app_prefix=app_prefix, host=host, port=port, replicas=api_replicas, run_dir=out
     )
     log(f"API listening on {url} (OpenAPI: {url}/docs)")
     handle = ServeHandle(url, app_prefix, supervisor, out)
@@ -157,10 +157,12 @@ def serve_api_over_store(
     host: str = "127.0.0.1",
     port: int,
     replicas: int = 1,
+    run_dir: str | Path | None = None,
 ) -> str:
     """Deploy the API ingress over ``site``'s store on the connected Ray (Serve started
     with its proxy on ``host:port``); photo searches use ``app_prefix``'s model apps and
-    live routes its pipeline, when they run. Returns the URL. Used by
+    live routes its pipeline, when they run; ``run_dir`` holds the run's detections,
+    which thumbnails need (default ``<store>/_run``). Returns the URL. Used by
     :func:`start_service` and by the demo after its batch run."""
     from ray import serve
 
@@ -169,6 +171,7 @@ def serve_api_over_store(
     api = build_api_deployment(
         site,
         app_prefix=app_prefix,
+        run_dir=str(run_dir) if run_dir is not None else None,
         num_replicas=replicas,
         ray_actor_options={"num_cpus": API_NUM_CPUS},
         max_ongoing_requests=API_MAX_ONGOING_REQUESTS,

@@ -79,17 +79,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(format_pipeline_report(*run))
     _demo_analyst(args, out, site, timings)
     if not args.exit:
-        _demo_serve(site, args.port)
+        _demo_serve(site, args.port, out / "run")
     return 0
 
 
-def _demo_serve(site: SiteConfig, port: int) -> None:
+def _demo_serve(site: SiteConfig, port: int, run_dir: Path) -> None:
     """Leave the API running over the demo's store, with a key per role, until Ctrl-C."""
     import time
 
     from serve.commands import create_demo_keys, serve_api_over_store, shutdown_ray
 
-    url = serve_api_over_store(site, port=port)
+    url = serve_api_over_store(site, port=port, run_dir=run_dir)
     keys = create_demo_keys(site)
     print(f"\nThe API is running at {url} (interactive docs: {url}/docs). Demo keys:")
     for role, key in keys.items():
@@ -120,6 +120,7 @@ def _demo_analyst(
     import time
 
     from sightline import demo
+    from sightline.search.thumbnails import FrameDetections
 
     person = demo.pick_demo_person(out)
     print("\nAn analyst searches the store for one person of the site (audited) ...")
@@ -137,7 +138,7 @@ def _demo_analyst(
             out,
             site,
             searches,
-            neighbours=demo.detection_neighbours(out / "run"),
+            detections=FrameDetections(out / "run"),
             alerts=alerts,
         )
         timings["report"] = time.perf_counter() - t0

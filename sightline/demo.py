@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -37,14 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
-from PIL import Image
 
 from sightline.config import SiteConfig
-from sightline.search.privacy import HEAD_FRACTION
 from sightline.search.query import Description, SearchQuery
 from sightline.search.results import Candidate, SearchResult, Sighting
+from sightline.search.thumbnails import FrameDetections, candidate_thumbnails
 
 __all__ = [
     "DEMO_PRINCIPAL",
@@ -52,18 +49,14 @@ __all__ = [
     "DemoPerson",
     "DemoSearch",
     "DemoSearches",
-    "blur_thumbnail",
     "candidate_rows",
     "crowd_alerts_vs_events",
-    "decode_frames",
     "description_for",
-    "detection_neighbours",
     "format_search_report",
     "format_timings",
     "pick_demo_person",
     "route_vs_truth",
     "run_demo_searches",
-    "thumbnail_frames",
     "write_report",
 ]
 
@@ -78,10 +71,6 @@ HEIGHT_MARGIN_M = 0.1
 """Description queries ask for the true height +- this, as ``sightline eval search`` does."""
 
 _GAP_S = 1.0  # a person unseen for longer than this starts a new interval
-_NEIGHBOUR_SCORE = 0.3  # detections this sure are people whose heads a thumbnail must hide
-_SUBJECT_IOU = 0.5  # a detection overlapping the subject's box this much is the subject
-_HEAD_MARGIN = 0.1  # detected heads are blurred from this share of the box above its top
-_SAME_CROP_DIFF = 12.0  # a video crop this close (mean abs grey levels) is the thumbnail's
 
 
 # --------------------------------------------------------------------------- the person
@@ -399,261 +388,6 @@ def crowd_alerts_vs_events(store_root: str | Path, site_dir: Path) -> dict[str, 
     }
 
 
-# --------------------------------------------------------------------------- thumbnails
-
-
-def _crop_origin(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
-    """The pixels :func:`~sightline.tracking.tracklets.crop_box` cuts for ``box``."""
-    x1, y1 = int(max(0, np.floor(box[0]))), int(max(0, np.floor(box[1])))
-    x2, y2 = int(min(width, np.ceil(box[2]))), int(min(height, np.ceil(box[3])))
-    return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lo = np.maximum(box[:2], boxes[:, :2])
-    hi = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter
-    return inter / np.maximum(area, 1e-9)
-
-
-def thumbnail_frames(jpeg: bytes, boxes: np.ndarray, resolution: tuple[int, int]) -> list[int]:
-    """Indexes of the tracklet frames (``boxes``, frame ``resolution`` (w, h)) whose crop
-    has the size of the thumbnail ``jpeg``: the frames it may have been cut from (which
-    one is not stored). All frames when none has that size."""
-    width, height = Image.open(io.BytesIO(jpeg)).size
-    crops = [_crop_origin(b, *resolution) for b in np.asarray(boxes).reshape(-1, 4)]
-    same = [i for i, c in enumerate(crops) if (c[2] - c[0], c[3] - c[1]) == (width, height)]
-    return same or list(range(len(crops)))
-
-
-def _closest_frame(
-    jpeg: bytes, boxes: np.ndarray, resolution: tuple[int, int], frames: dict[int, np.ndarray]
-) -> int | None:
-    """Of the decoded candidate ``frames`` (index -> RGB frame), the one whose crop looks
-    most like the thumbnail (mean absolute difference below 12 grey levels), or None."""
-    thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
-    best, best_diff = None, _SAME_CROP_DIFF
-    for i, image in frames.items():
-        x1, y1, x2, y2 = _crop_origin(boxes[i], *resolution)
-        crop = np.asarray(image[y1:y2, x1:x2], np.float32)
-        if crop.shape != thumb.shape:
-            continue
-        diff = float(np.abs(crop - thumb).mean())
-        if diff < best_diff:
-            best, best_diff = i, diff
-    return best
-
-
-def blur_thumbnail(
-    jpeg: bytes,
-    boxes: np.ndarray,
-    ts: Sequence[float],
-    resolution: tuple[int, int],
-    neighbours: Callable[[float], np.ndarray] | None,
-    frames: dict[int, np.ndarray] | None = None,
-) -> bytes:
-    """A stored thumbnail with the heads of everyone but its subject blurred.
-
-    The thumbnail is the crop of the subject's box in one of its tracklet's frames
-    (``boxes``/``ts``, frame ``resolution`` (w, h)); which one is not stored. With
-    ``frames`` (decoded video frames by tracklet frame index, for the
-    :func:`thumbnail_frames` candidates) the frame whose crop matches the thumbnail is
-    used; otherwise, or when none matches, every frame whose crop has the thumbnail's
-    size is taken (blurring more rather than less). The people ``neighbours(ts)`` gives
-    in those frames (boxes in frame pixels; the subject's own box is recognised by
-    overlap and skipped) have their heads blurred
-    (:func:`~sightline.search.privacy.blur_heads_jpeg`); the subject's head stays sharp.
-    Without ``neighbours`` or other people's heads in the crop the thumbnail is returned
-    as is (a one-person crop)."""
-    from sightline.search.privacy import blur_heads, boxes_in_crop, head_boxes
-
-    if neighbours is None:
-        return jpeg
-    width, height = Image.open(io.BytesIO(jpeg)).size
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    candidates = thumbnail_frames(jpeg, boxes, resolution)
-    if frames:
-        exact = _closest_frame(jpeg, boxes, resolution, frames)
-        candidates = [exact] if exact is not None else candidates
-    subject: np.ndarray | None = None
-    others = []
-    for i in candidates:
-        box, crop = boxes[i], _crop_origin(boxes[i], *resolution)
-        if subject is None:
-            subject = boxes_in_crop(box[None], crop)[0]
-        near = np.asarray(neighbours(float(ts[i])), np.float64).reshape(-1, 4)
-        if len(near):
-            near = near[_iou(box, near) < _SUBJECT_IOU]
-        if len(near):
-            others.append(_heads_inside(boxes_in_crop(near, crop), width, height))
-    others = [b for b in others if len(b)]
-    if subject is None or not others:
-        return jpeg
-    heads = np.concatenate([head_boxes(subject[None]), *(_loose_heads(b) for b in others)])
-    pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-    buffer = io.BytesIO()
-    Image.fromarray(blur_heads(pixels, heads, 0, fraction=1.0)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _loose_heads(boxes: np.ndarray) -> np.ndarray:
-    """Head regions of detected (not tracked) boxes, with a margin: a detector's box of a
-    half-hidden person often starts below the top of the head."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    h = b[:, 3] - b[:, 1]
-    return np.column_stack(
-        [b[:, 0], b[:, 1] - _HEAD_MARGIN * h, b[:, 2], b[:, 1] + (HEAD_FRACTION + 0.05) * h]
-    )
-
-
-def _heads_inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The boxes (crop pixels) whose head region reaches into a ``width`` x ``height`` crop."""
-    heads = _loose_heads(boxes)
-    inside = (heads[:, 0] < width) & (heads[:, 2] > 0) & (heads[:, 1] < height) & (heads[:, 3] > 0)
-    return boxes[inside]
-
-
-def detection_neighbours(run_dir: Path) -> Callable[[str, float], np.ndarray]:
-    """``(camera_id, ts) -> (N, 4)`` boxes the pipeline detected in that frame (score >=
-    0.3), from ``<run_dir>/detections``: the people whose heads thumbnails must hide."""
-    files = sorted(Path(run_dir).glob("detections/camera_id=*/*.parquet"))
-    by_frame: dict[tuple[str, int], np.ndarray] = {}
-    if files:
-        frame = pl.concat([_with_camera(f) for f in files], how="diagonal_relaxed").filter(
-            pl.col("score") >= _NEIGHBOUR_SCORE
-        )
-        frame = frame.with_columns(_ms=_epoch_ms(frame["frame_ts"]))
-        for (cam, ms), part in frame.partition_by("camera_id", "_ms", as_dict=True).items():
-            by_frame[(str(cam), int(ms))] = part.select("x1", "y1", "x2", "y2").to_numpy()
-    empty = np.zeros((0, 4))
-
-    def lookup(camera_id: str, ts: float) -> np.ndarray:
-        return by_frame.get((camera_id, round(ts * 1000)), empty)
-
-    return lookup
-
-
-def _with_camera(path: Path) -> pl.DataFrame:
-    part = pl.read_parquet(path)
-    if "camera_id" not in part.columns:
-        part = part.with_columns(camera_id=pl.lit(path.parent.name.removeprefix("camera_id=")))
-    return part
-
-
-def _epoch_ms(ts: pl.Series) -> pl.Series:
-    if ts.dtype.is_temporal():
-        return (ts.dt.epoch("us") / 1000).round().cast(pl.Int64)
-    return (ts.cast(pl.Float64) * 1000).round().cast(pl.Int64)
-
-
-def decode_frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """The frames ``wanted`` (0-based indexes) of a video file as RGB arrays (PyAV),
-    seeking to the keyframe before each run of wanted frames rather than decoding all."""
-    import av
-
-    out: dict[int, np.ndarray] = {}
-    if not wanted or not Path(video).is_file():
-        return out
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        rate = float(stream.average_rate or stream.guessed_rate or 1)
-        start = stream.start_time or 0
-        for target in sorted(wanted):
-            if target in out:
-                continue
-            container.seek(start + round(target / rate / stream.time_base), stream=stream)
-            for frame in container.decode(stream):
-                index = round((frame.pts - start) * stream.time_base * rate)
-                if index in wanted:
-                    out[index] = frame.to_ndarray(format="rgb24")
-                if index >= target:
-                    break
-    return out
-
-
-def _thumbnails(
-    store: str,
-    site: SiteConfig,
-    candidates: Sequence[Candidate],
-    neighbours: Callable[[str, float], np.ndarray] | None,
-    *,
-    videos: bool = True,
-) -> dict[str, bytes]:
-    """Each candidate's best sighting's thumbnail (heads of others blurred), by key. With
-    ``videos`` the cameras' video files (their ``source``, when a local file) are decoded
-    at the thumbnails' candidate frames to find the frame each was cut from."""
-    from sightline.store.queries import scan
-    from sightline.tracking.sink import latest_versions
-
-    wanted = [c.best_tracklet_id for c in candidates]
-    tracklets = latest_versions(
-        scan(store, "tracklets").filter(pl.col("tracklet_id").is_in(wanted)).collect()
-    )
-    cameras = {c.id: c for c in site.cameras}
-    jobs = []
-    for c in candidates:
-        row = next(
-            tracklets.filter(pl.col("tracklet_id") == c.best_tracklet_id).iter_rows(named=True),
-            None,
-        )
-        ref = row["thumbnail"] if row else None
-        if row is None or not ref or not (Path(store) / ref).is_file():
-            continue
-        camera = cameras.get(row["camera_id"])
-        resolution = tuple(camera.resolution) if camera else (10**6, 10**6)
-        jpeg = (Path(store) / ref).read_bytes()
-        ts = [_epoch_s(t) for t in row["ts"]]
-        boxes = np.asarray(row["boxes"], np.float64).reshape(-1, 4)
-        jobs.append((c.key, row["camera_id"], jpeg, boxes, ts, resolution))
-    decoded = _decode_candidate_frames(jobs, cameras) if videos and neighbours else {}
-    out = {}
-    for key, camera_id, jpeg, boxes, ts, resolution in jobs:
-        lookup = None
-        if neighbours is not None:
-
-            def lookup(t: float, camera: str = camera_id) -> np.ndarray:
-                return neighbours(camera, t)
-
-        frames = {
-            i: decoded[(camera_id, idx)]
-            for i, idx in _frame_indexes(cameras.get(camera_id), ts).items()
-            if (camera_id, idx) in decoded
-        }
-        out[key] = blur_thumbnail(jpeg, boxes, ts, resolution, lookup, frames)
-    return out
-
-
-def _frame_indexes(camera: Any, ts: Sequence[float]) -> dict[int, int]:
-    """Tracklet frame -> video frame index (from the camera's ``source_start`` and fps)."""
-    if camera is None or camera.source_start is None:
-        return {}
-    t0 = camera.source_start.timestamp()
-    return {i: round((t - t0) * camera.fps) for i, t in enumerate(ts)}
-
-
-def _decode_candidate_frames(jobs: list, cameras: dict[str, Any]) -> dict[tuple[str, int], Any]:
-    wanted: dict[str, set[int]] = {}
-    for _key, camera_id, jpeg, boxes, ts, resolution in jobs:
-        indexes = _frame_indexes(cameras.get(camera_id), ts)
-        for i in thumbnail_frames(jpeg, boxes, resolution):
-            if i in indexes:
-                wanted.setdefault(camera_id, set()).add(indexes[i])
-    decoded = {}
-    for camera_id, indexes in wanted.items():
-        source = str(cameras[camera_id].source)
-        if "://" in source:
-            continue
-        for idx, image in decode_frames(Path(source), indexes).items():
-            decoded[(camera_id, idx)] = image
-    return decoded
-
-
-def _epoch_s(t: datetime | float) -> float:
-    return t.timestamp() if isinstance(t, datetime) else float(t)
-
-
 # --------------------------------------------------------------------------- printing
 
 
@@ -903,13 +637,14 @@ def write_report(
     searches: DemoSearches,
     *,
     store_root: str | Path | None = None,
-    neighbours: Callable[[str, float], np.ndarray] | None = None,
+    detections: FrameDetections | None = None,
     alerts: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, a self-contained ``report.html`` (images inlined),
     ``heatmap.png`` and ``thumbnails/<search>-rankNN.jpg`` into ``out_dir``: the person
     sought, each search's candidates (marked against the ground truth) with thumbnails
-    (heads of everyone but the candidate blurred, see :func:`blur_thumbnail`), the top
+    (heads of everyone but the candidate blurred with the frames' ``detections``, see
+    :mod:`sightline.search.thumbnails`; withheld when those are unknown), the top
     candidate's route vs the truth, zone densities, crowd alerts vs the scheduled events
     and the site heatmap. Returns the paths written, by name."""
     out_dir, site_dir = Path(out_dir), Path(site_dir)
@@ -942,7 +677,7 @@ def write_report(
             f'src="{_data_uri(person.photo.read_bytes(), "image/png")}"></p>'
         )
     every = {c.key: c for search in searches.searches for c in search.result.candidates}
-    thumbs = _thumbnails(store, site, list(every.values()), neighbours)
+    thumbs = candidate_thumbnails(store, site, list(every.values()), detections)
     for search in searches.searches:
         md_part, html_part = _search_section(search, searches, thumbs, thumbs_dir)
         md += md_part

@@ -3,15 +3,18 @@ auth and roles, audit, searches, tracks, density, uploads and errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from serve.api import PARQUET_MEDIA_TYPE, create_app
 from sightline.config import load_site_config
@@ -65,8 +68,14 @@ def _site_config(tmp_path):
 
 def _fill_store(site) -> None:
     """Person 1 (g1) on cam1 then cam2, person 2 (g2) on cam1; 10 s of zone counts."""
+    thumbnail = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (80, 20, 3), np.uint8)).save(
+        thumbnail, "JPEG"
+    )
+    first = make_tracklet(1, "cam1", T0 + 10, person=1, start=(1, 1))
+    first = dataclasses.replace(first, thumbnail_jpeg=thumbnail.getvalue())
     tracklets = [
-        make_tracklet(1, "cam1", T0 + 10, person=1, start=(1, 1)),
+        first,
         make_tracklet(2, "cam2", T0 + 30, person=1, start=(3, 2)),
         make_tracklet(3, "cam1", T0 + 12, person=2, start=(2, 3), upper="blue"),
     ]
@@ -88,6 +97,22 @@ def _fill_store(site) -> None:
     service.close()
     store.flush()
     store.close()
+    # the run's detections of cam1-0-1's frames: the subject and a bystander behind it
+    # (the default run folder <store>/_run); cam2's are missing
+    boxes = np.asarray(first.boxes, np.float64)
+    rows = [(t, b) for t, b in zip(first.ts, boxes, strict=True)]
+    behind = boxes + np.array([8.0, 20, 8, 20])
+    rows += [(t, b) for t, b in zip(first.ts, behind, strict=True)]
+    folder = Path(site.storage.root) / "_run" / "detections" / "camera_id=cam1"
+    folder.mkdir(parents=True)
+    pl.DataFrame(
+        {
+            "camera_id": "cam1",
+            "frame_ts": [datetime.fromtimestamp(t, UTC) for t, _ in rows],
+            **{k: [float(b[i]) for _, b in rows] for i, k in enumerate(["x1", "y1", "x2", "y2"])},
+            "score": 0.9,
+        }
+    ).write_parquet(folder / "part-0.parquet")
 
 
 def _fake_embed(crops):
@@ -145,6 +170,7 @@ ROUTES = [
     ("GET", "/searches/nope", "analyst"),
     ("POST", "/searches/nope/refine", "analyst"),
     ("GET", "/searches/nope/candidates/g1/route", "analyst"),
+    ("GET", "/searches/nope/candidates/g1/thumbnail", "analyst"),
     ("GET", f"/tracks?start={T0}&end={T0 + 60}", "data"),
     ("GET", "/identities/g1/route", "data"),
     ("GET", f"/density/zones?start={T0}&end={T0 + 10}", "data"),
@@ -226,6 +252,29 @@ def test_refine_and_route_of_a_candidate(api):
     assert [s["camera_id"] for s in route.json()["route"]] == ["cam1", "cam2"]
     missing = client.get(f"/searches/{search_id}/candidates/zz/route", headers=headers)
     assert missing.status_code == 404 and "zz" in missing.json()["detail"]
+
+
+def test_candidate_thumbnails_blur_bystanders_or_are_withheld(api):
+    client, tokens, audit_dir, _ = api
+    search_id = _search(client, tokens).json()["search_id"]
+    headers = _auth(tokens, "analyst")
+    url = f"/searches/{search_id}/candidates/g1/thumbnail"
+    response = client.get(url, params={"tracklet_id": "cam1-0-1"}, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["cache-control"] == "private, no-store"
+    assert Image.open(io.BytesIO(response.content)).size == (20, 80)
+    entry = list(AuditLog(audit_dir).entries())[-1]
+    assert entry["action"] == "search.thumbnail" and entry["case_id"] == "case-7"
+    assert entry["parameters"]["tracklet_id"] == "cam1-0-1"
+    # cam2's detections are not in the run folder: bystanders cannot be ruled out
+    withheld = client.get(url, params={"tracklet_id": "cam2-0-2"}, headers=headers)
+    assert withheld.status_code == 409 and "cam2" in withheld.json()["detail"]
+    # another identity's tracklet, an unknown candidate
+    other = client.get(url, params={"tracklet_id": "cam1-0-3"}, headers=headers)
+    assert other.status_code == 404 and "cam1-0-3" in other.json()["detail"]
+    missing = client.get(f"/searches/{search_id}/candidates/zz/thumbnail", headers=headers)
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize("field", ["case_id", "reason"])

@@ -14,7 +14,7 @@ from serve.live import PipelineUnavailableError
 from sightline.config import ConfigError
 from sightline.security import AuditLog, KeyStore
 from sightline.site_changes import with_camera, without_camera
-from tests.test_api import ROLES, SEARCH, _auth, _site_config
+from tests.test_api import ROLES, SEARCH, _auth, _fill_store, _site_config
 from tests.test_search_helpers import person_vector
 
 
@@ -350,3 +350,28 @@ def test_a_search_job_runs_reports_progress_and_is_cancelled_by_its_owner_only(l
     assert client.get("/searches/jobs/nope", headers=_auth(tokens, "analyst")).status_code == 404
     actions = [e["action"] for e in AuditLog(audit_dir).entries()]
     assert actions.count("search.create") == 1 and "search.cancel" in actions
+
+
+def test_a_search_jobs_results_are_refined_routed_and_shown_like_a_search(live, tmp_path):
+    client, tokens, fake, _ = live
+    _fill_store(fake.site)
+    headers = _auth(tokens, "analyst")
+    body = {**SEARCH, "embeddings": [person_vector(1).tolist()]}
+    job_id = client.post("/searches/jobs", json=body, headers=headers).json()["job_id"]
+    early = client.get(f"/searches/{job_id}", headers=headers)
+    assert early.status_code == 409 and f"/searches/jobs/{job_id}" in early.json()["detail"]
+    read = client.get(f"/searches/jobs/{job_id}", headers=headers).json()
+    assert read["result"]["candidates"][0]["key"] == "g1"
+    as_search = client.get(f"/searches/{job_id}", headers=headers).json()
+    assert as_search["result"] == read["result"]
+    route = client.get(f"/searches/{job_id}/candidates/g1/route", headers=headers)
+    assert [s["camera_id"] for s in route.json()["route"]] == ["cam1", "cam2"]
+    thumb = client.get(
+        f"/searches/{job_id}/candidates/g1/thumbnail?tracklet_id=cam1-0-1", headers=headers
+    )
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    refined = client.post(f"/searches/{job_id}/refine", json={"rejected": ["g1"]}, headers=headers)
+    assert "g1" not in [c["key"] for c in refined.json()["result"]["candidates"]]
+    client.get(f"/searches/jobs/{job_id}", headers=headers)  # the job's own result again
+    kept = client.get(f"/searches/{job_id}", headers=headers).json()["result"]
+    assert "g1" not in [c["key"] for c in kept["candidates"]]  # the refinement stays

@@ -22,10 +22,11 @@ from sightline import demo
 from sightline.config import load_site_config
 from sightline.density.counting import GroundFrame
 from sightline.density.service import DensityService
+from sightline.search.thumbnails import FrameDetections
 from sightline.security import AuditLog
 from sightline.store.tables import TrackStore
 from sightline.tracking.tracklets import Tracklet
-from tests.test_search_helpers import person_vector
+from tests.test_search_helpers import person_vector, write_gt_detections
 
 # --------------------------------------------------------------------------- the pick
 
@@ -186,8 +187,11 @@ def demo_store(tiny_site: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     service.close()
     store.flush()
     store.close()
+    run = root / "run"
+    write_gt_detections(gt, run)
     return {
         "site": site,
+        "run": run,
         "site_dir": tiny_site,
         "store": store_root,
         "target": target,
@@ -263,7 +267,12 @@ def test_route_of_top_candidate_matches_truth(searches, demo_store: dict) -> Non
 def test_report_files_hold_candidates_thumbnails_and_heatmap(searches, demo_store: dict) -> None:
     out = demo_store["out"]
     paths = demo.write_report(
-        out, demo_store["site_dir"], demo_store["site"], searches, store_root=demo_store["store"]
+        out,
+        demo_store["site_dir"],
+        demo_store["site"],
+        searches,
+        store_root=demo_store["store"],
+        detections=FrameDetections(demo_store["run"]),
     )
     md = paths["report.md"].read_text()
     page = paths["report.html"].read_text()
@@ -282,23 +291,18 @@ def test_report_files_hold_candidates_thumbnails_and_heatmap(searches, demo_stor
     assert 'src="thumbnails' not in page and "http" not in page.split("<body>")[1]
 
 
-def test_thumbnail_blurs_other_heads_and_keeps_the_subjects() -> None:
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (100, 40, 3), dtype=np.uint8)  # sharp texture everywhere
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
-    jpeg = buffer.getvalue()
-    subject = np.array([[100.0, 50.0, 140.0, 150.0]])  # frame px; the crop is (100, 50)..
-    neighbour = np.array([[110.0, 90.0, 150.0, 190.0]])  # head at crop rows ~30..65
-    out = demo.blur_thumbnail(jpeg, subject, [0.0], (640, 360), lambda _t: neighbour)
-    after = np.asarray(Image.open(io.BytesIO(out)).convert("RGB"), np.float32)
-    before = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), np.float32)
-    head = (slice(35, 60), slice(12, 40))
-    assert np.abs(after[head] - before[head]).mean() > 20  # the neighbour's head: blurred
-    assert np.abs(after[:18] - before[:18]).mean() < 8  # the subject's head: sharp
-    # the subject's own detection is not a neighbour; no neighbours: unchanged
-    assert demo.blur_thumbnail(jpeg, subject, [0.0], (640, 360), lambda _t: subject) == jpeg
-    assert demo.blur_thumbnail(jpeg, subject, [0.0], (640, 360), None) == jpeg
+def test_report_withholds_thumbnails_whose_bystanders_are_unknown(
+    searches, demo_store: dict, tmp_path: Path
+) -> None:
+    paths = demo.write_report(
+        tmp_path,
+        demo_store["site_dir"],
+        demo_store["site"],
+        searches,
+        store_root=demo_store["store"],
+    )
+    assert "data:image/jpeg" not in paths["report.html"].read_text()
+    assert not list((tmp_path / "thumbnails").glob("*.jpg"))
 
 
 def test_timings_and_alert_lines(demo_store: dict) -> None:

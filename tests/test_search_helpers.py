@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -90,6 +91,23 @@ def identities_of(assignments: dict[str, str]) -> pl.DataFrame:
         {"tracklet_id": list(assignments), "global_id": list(assignments.values())},
         schema={"tracklet_id": pl.String(), "global_id": pl.String()},
     )
+
+
+def write_gt_detections(gt: pl.DataFrame, run_dir: Path) -> None:
+    """Ground-truth boxes (``gt/boxes.parquet`` rows) written as a pipeline run's
+    detections (``<run_dir>/detections/camera_id=<id>/part-0.parquet``, score 0.9)."""
+    for (camera,), part in gt.partition_by("camera_id", as_dict=True).items():
+        folder = Path(run_dir) / "detections" / f"camera_id={camera}"
+        folder.mkdir(parents=True, exist_ok=True)
+        part.select(
+            "camera_id",
+            pl.col("ts").alias("frame_ts"),
+            "x1",
+            "y1",
+            "x2",
+            "y2",
+            score=pl.lit(0.9, pl.Float32),
+        ).write_parquet(folder / "part-0.parquet")
 
 
 def query(**fields: object) -> SearchQuery:
