@@ -1005,7 +1005,9 @@ def _job_routes(app: FastAPI, ctx: _Context) -> None:
         summary="Start a search as a background job",
         description="For long windows: the search runs as Ray tasks over the store's "
         "partitions; read its progress and partial results at `GET /searches/jobs/{job_id}` "
-        "and cancel it with `DELETE`. Body as for `POST /searches`. Role: analyst.",
+        "and cancel it with `DELETE`. Once read with candidates, the job id also works as a "
+        "search id (`/searches/{id}`, `/refine`, candidates' `/route` and `/thumbnail`). Body "
+        "as for `POST /searches`. Role: analyst.",
         openapi_extra=_SEARCH_BODY,
     )
     async def create_job(request: Request, who: Principal = analyst) -> dict[str, Any]:
@@ -1021,6 +1023,7 @@ def _job_routes(app: FastAPI, ctx: _Context) -> None:
             job_id = await _in_thread(live.submit_job, embedded, ctx.store)
             status = await _in_thread(live.job_status, job_id)
         ctx.searches.put(job_id, embedded, None, job=True)
+        audit_job(who, "search.job", status)  # ties the job id to the audited search
         return {"job_id": job_id, "status": status}
 
     @app.get(

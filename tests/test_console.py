@@ -343,6 +343,26 @@ def _search_form_refuses_a_bad_query(view: _Page, photo: Path) -> None:
     assert "before start" in errors.inner_text()
 
 
+def _area_drawn_on_the_map(view: _Page) -> None:
+    """Three clicks on the map under "More filters" make a triangle in #area (drawn on
+    the map); undo drops a corner; clear empties it."""
+    page = view.page
+    page.click("#search-form details summary")
+    page.locator("#area-map").scroll_into_view_if_needed()
+    box = page.locator("#area-map").bounding_box()
+    for fx, fy in ((0.3, 0.3), (0.7, 0.3), (0.5, 0.7)):
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    corners = page.input_value("#area").split(";")
+    assert len(corners) == 3 and all(len(c.split(",")) == 2 for c in corners), corners
+    assert page.locator("#area-map polygon.area").count() == 1
+    view.shot("area-drawn")
+    page.click("#area-undo")
+    assert len(page.input_value("#area").split(";")) == 2
+    page.click("#area-clear")
+    assert page.input_value("#area") == ""
+    assert page.locator("#area-map .area").count() == 0
+
+
 def _exported_report(page) -> str:
     with page.expect_download() as download:
         page.click("#export-report")
@@ -390,16 +410,24 @@ def test_analyst_finds_the_true_person_first_confirms_and_sees_the_route(
     view.shot("search-form")
     _search_form_refuses_a_bad_query(view, tiny_site / f"reference/p{person:04d}.png")
 
+    _area_drawn_on_the_map(view)
     page.fill("#start", WINDOW["start"])
     page.fill("#end", WINDOW["end"])
     page.click("#run-search")
+    # a search job: progress, then the candidates streamed in, then done
+    page.wait_for_selector("#job-progress progress", timeout=120_000)
+    page.wait_for_selector("#search-busy:has-text('done')", timeout=120_000)
     page.wait_for_selector("#candidates li.card", timeout=120_000)
     cards = page.locator("#candidates li.card")
+    # the best sighting's thumbnail, fetched with the key (bystanders' heads blurred)
+    page.wait_for_selector("#candidates li.card:first-child img.thumb-img", timeout=60_000)
+    _until(page, "document.querySelector('#candidates li.card img.thumb-img').naturalWidth > 0")
     top_key = cards.first.get_attribute("data-key")
     assert owner.get(top_key) == person, (top_key, owner)
     assert cards.first.locator(".badge").first.inner_text() == "good match"
     assert page.inner_text("#verdict").endswith(("good match", "good matches"))
     search_id = page.inner_text("#search-id")
+    assert search_id.startswith("job-"), search_id
     assert page.evaluate(NO_SIDEWAYS_SCROLL), "the page scrolls sideways"
     view.shot("results")
 
@@ -416,7 +444,7 @@ def test_analyst_finds_the_true_person_first_confirms_and_sees_the_route(
 
     report = _exported_report(page)
     assert search_id in report and "C-console-1" in report and top_key in report
-    assert "<script" not in report
+    assert "<script" not in report and "data:image/jpeg;base64," in report
 
     _watch_opened_listed_and_closed(view)
     _operator_pages_refused(view, svc)

@@ -354,7 +354,8 @@
   // ------------------------------------------------------------------ site map (SVG)
 
   /** A map of the site: outline, zones (optionally filled by `zoneFill(zone)`), cameras
-   * with their footprints; returns {svg, px(x, y)} so callers can draw on it. */
+   * with their footprints; returns {svg, px(x, y), ground(vx, vy)} so callers can draw
+   * on it (px: metres to SVG units; ground: SVG units back to metres). */
   function siteMap({ title, extraPoints = [], zoneFill = null, width = 800 } = {}) {
     const site = state.site;
     let [x0, y0, x1, y1] = site ? site.bounds : [0, 0, 1, 1];
@@ -375,6 +376,7 @@
     const scale = width / Math.max(x1 - x0, 1e-6);
     const height = Math.max(120, Math.round((y1 - y0) * scale));
     const px = (x, y) => [(x - x0) * scale, (y1 - y) * scale];
+    const ground = (vx, vy) => [vx / scale + x0, y1 - vy / scale];
     const pts = (poly) => poly.map(([x, y]) => px(x, y).map((v) => v.toFixed(1)).join(",")).join(" ");
     const svg = s("svg", {
       class: "map", viewBox: `0 0 ${width} ${height}`, role: "img",
@@ -382,7 +384,7 @@
     }, s("title", { text: title || "Site map" }));
     if (!site) {
       svg.append(s("text", { x: 10, y: 20, "font-size": 14, fill: "#666", text: "Site map unavailable (GET /site)" }));
-      return { svg, px };
+      return { svg, px, ground };
     }
     if (site.outline) {
       svg.append(s("polygon", { points: pts(site.outline), fill: "#ffffff", stroke: "#444", "stroke-width": 2 }));
@@ -416,7 +418,7 @@
         s("text", { x: cx + 9, y: cy + 4, "font-size": 13, fill: "#1e3a8a", text: cam.id }),
       );
     }
-    return { svg, px };
+    return { svg, px, ground };
   }
 
   // ------------------------------------------------------------------ search page
@@ -478,7 +480,8 @@
           : field("cameras-text", "Cameras", h("input", { type: "text" }), "(comma-separated; empty: all)"),
         h("details", {},
           h("summary", { text: "More filters" }),
-          field("area", "Area", h("input", { type: "text", placeholder: "x1,y1;x2,y2;x3,y3" }), "(ground polygon, metres)"),
+          field("area", "Area", h("input", { type: "text", placeholder: "x1,y1;x2,y2;x3,y3" }), "(ground polygon, metres: type it, or click its corners on the map)"),
+          areaMap(),
           h("div", { class: "row" },
             field("seen-x", "Last seen x (m)", h("input", { type: "number", step: "any" })),
             field("seen-y", "y (m)", h("input", { type: "number", step: "any" })),
@@ -498,6 +501,58 @@
       h("p", { id: "search-busy", class: "busy", role: "status", "aria-live": "polite" }),
     );
     return form;
+  }
+
+  /** Parse "x1,y1;x2,y2;..." into points; null when malformed. */
+  function parseArea(text) {
+    if (!text.trim()) return [];
+    const points = text.split(";").map((p) => p.split(",").map((v) => Number(v.trim())));
+    return points.some((p) => p.length !== 2 || p.some((v) => !Number.isFinite(v))) ? null : points;
+  }
+
+  /** The site map under "More filters": each click adds a corner of the search area
+   * to the #area field (which stays the keyboard way in); the polygon is drawn. */
+  function areaMap() {
+    const { svg, px, ground } = siteMap({ title: "Search area: click its corners", width: 600 });
+    svg.id = "area-map";
+    svg.classList.add("drawable");
+    const layer = s("g", { class: "area-layer" });
+    svg.append(layer);
+    const box = h("div", { class: "area-draw" }, svg,
+      h("div", { class: "actions" },
+        h("button", { type: "button", id: "area-undo", text: "Undo corner" }),
+        h("button", { type: "button", id: "area-clear", text: "Clear area" })));
+    const input = () => document.getElementById("area");
+    function redraw() {
+      clear(layer);
+      const points = parseArea(input() ? input().value : "") || [];
+      const at = points.map(([x, y]) => px(x, y).map((v) => v.toFixed(1)).join(",")).join(" ");
+      if (points.length >= 3) {
+        layer.append(s("polygon", { class: "area", points: at, fill: "#dc2626", "fill-opacity": 0.15, stroke: "#dc2626", "stroke-width": 2 }));
+      } else if (points.length === 2) {
+        layer.append(s("polyline", { class: "area", points: at, fill: "none", stroke: "#dc2626", "stroke-width": 2 }));
+      }
+      for (const [x, y] of points) {
+        const [cx, cy] = px(x, y);
+        layer.append(s("circle", { class: "area-corner", cx, cy, r: 5, fill: "#dc2626" }));
+      }
+    }
+    function setPoints(points) {
+      input().value = points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(";");
+      redraw();
+    }
+    svg.addEventListener("click", (event) => {
+      const matrix = svg.getScreenCTM();
+      if (!matrix) return;
+      const at = new DOMPoint(event.clientX, event.clientY).matrixTransform(matrix.inverse());
+      setPoints([...(parseArea(input().value) || []), ground(at.x, at.y)]);
+    });
+    box.querySelector("#area-undo").addEventListener("click", () => setPoints((parseArea(input().value) || []).slice(0, -1)));
+    box.querySelector("#area-clear").addEventListener("click", () => setPoints([]));
+    window.setTimeout(() => {
+      if (input()) input().addEventListener("input", redraw);
+    }, 0);
+    return box;
   }
 
   /** The form as {query, photos} plus a list of problems (client-side checks). */
@@ -534,8 +589,8 @@
     if (cams.length) query.cameras = cams;
     const area = value("area");
     if (area) {
-      const points = area.split(";").map((p) => p.split(",").map(Number));
-      if (points.length < 3 || points.some((p) => p.length !== 2 || p.some(Number.isNaN))) {
+      const points = parseArea(area);
+      if (!points || points.length < 3) {
         problems.push(["area", "Area: at least 3 points as x1,y1;x2,y2;x3,y3 (metres)."]);
       } else {
         query.area = points;
@@ -593,10 +648,7 @@
           toast(`Watch ${created.watch_id} opened; its alerts arrive on the Watches & alerts page.`);
           busy.textContent = `Watch ${created.watch_id} opened.`;
         } else {
-          const created = await api("searches", { method: "POST", ...searchBody(query, photos) });
-          state.search = { id: created.search_id, query, result: created.result, routes: {}, photoNames: photos.map((p) => p.name) };
-          busy.textContent = `Search ${created.search_id}: ${created.result.candidates.length} candidates.`;
-          renderResults(results);
+          await runSearch(query, photos, results, busy);
           const title = $("results-title");
           if (title) title.focus();
         }
@@ -615,6 +667,95 @@
     renderResults(results);
   }
 
+  function newSearch(id, query, photos, extra) {
+    if (state.search && state.search.abort) state.search.abort.abort();
+    for (const entry of Object.values((state.search && state.search.thumbs) || {})) {
+      entry.then((t) => { if (t.url) URL.revokeObjectURL(t.url); });
+    }
+    state.search = { id, query, result: null, routes: {}, thumbs: {}, photoNames: photos.map((p) => p.name), ...extra };
+    return state.search;
+  }
+
+  /** Run the search as a job (results stream in with progress, cancellable); an API
+   * without the pipeline (503) runs it in the request instead. */
+  async function runSearch(query, photos, results, busy) {
+    let started;
+    try {
+      started = await api("searches/jobs", { method: "POST", ...searchBody(query, photos) });
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 503) throw error;
+      busy.textContent = "Searching in the request (the pipeline, which runs search jobs, is not running)…";
+      const created = await api("searches", { method: "POST", ...searchBody(query, photos) });
+      const search = newSearch(created.search_id, query, photos, { job: null });
+      search.result = created.result;
+      busy.textContent = `Search ${created.search_id}: ${created.result.candidates.length} candidates.`;
+      renderResults(results);
+      return;
+    }
+    const search = newSearch(started.job_id, query, photos, { job: started.status, abort: new AbortController() });
+    state.cleanup.push(() => search.abort.abort());
+    busy.textContent = `Search job ${started.job_id} started; results stream in below.`;
+    renderResults(results);
+    const signal = search.abort.signal;
+    while (!signal.aborted) {
+      let read;
+      try {
+        read = await api(`searches/jobs/${encodeURIComponent(search.id)}`, { signal });
+      } catch (error) {
+        if (signal.aborted) return;
+        throw error;
+      }
+      if (state.search !== search) return;
+      search.job = read.status;
+      search.result = read.result;
+      renderResults(results);
+      if (["done", "failed", "cancelled"].includes(read.status.state)) break;
+      await sleep(700, signal);
+    }
+    if (state.search === search) {
+      const n = search.result ? search.result.candidates.length : 0;
+      busy.textContent = `Search job ${search.id} ${search.job.state}: ${n} candidates.`;
+    }
+  }
+
+  function jobRunning(search) {
+    return Boolean(search && search.job && !["done", "failed", "cancelled"].includes(search.job.state));
+  }
+
+  /** Progress of a search job: bar, phase, partitions, candidates so far, cancel. */
+  function jobProgress(search) {
+    const job = search.job;
+    if (!job) return null;
+    const running = jobRunning(search);
+    const ingest = job.ingest;
+    let phase = `${job.state}`;
+    let value = job.progress || 0;
+    if (job.state === "ingesting" && ingest) {
+      phase = "ingesting recorded footage first";
+      value = ingest.progress || 0;
+    }
+    const parts = [
+      h("label", { for: "search-progress", text: `Job ${phase}: ` }),
+      h("progress", { id: "search-progress", max: 1, value }),
+      h("span", { class: "muted", text: ` ${Math.round(value * 100)} % · ${job.partitions_done}/${job.partitions_total || "?"} partitions searched · ${job.candidates_so_far} candidates so far` }),
+    ];
+    if (running) {
+      parts.push(" ", h("button", { type: "button", id: "cancel-search", onclick: () => cancelSearch(search) }, "Cancel"));
+    }
+    if (job.error) parts.push(h("div", { class: "errors", text: job.error }));
+    return h("div", { class: "job-progress", id: "job-progress", role: "status" }, parts);
+  }
+
+  async function cancelSearch(search) {
+    try {
+      const answer = await api(`searches/jobs/${encodeURIComponent(search.id)}`, { method: "DELETE" });
+      search.job = answer.status;
+      toast(`Search job ${search.id} cancelled.`);
+    } catch (error) {
+      toast(error.message || String(error));
+    }
+  }
+
   function renderResults(section) {
     clear(section);
     const search = state.search;
@@ -624,34 +765,72 @@
       return;
     }
     const result = search.result;
+    if (!result) {
+      section.append(h("h2", { id: "results-title", tabindex: "-1", text: "Results" }),
+        jobProgress(search), h("p", { class: "busy", text: "Waiting for the first partitions…" }));
+      return;
+    }
+    const running = jobRunning(search);
     const good = result.candidates.filter((c) => c.good_match).length;
     append(section, [
       h("h2", { id: "results-title", tabindex: "-1", text: `Results for case ${result.case_id}` }),
       h("div", { class: "result-head" },
-        h("span", { class: `verdict ${result.no_good_match ? "none" : "good"}`, id: "verdict" },
-          result.no_good_match ? "No good match" : `${good} good match${good === 1 ? "" : "es"}`),
+        h("span", { class: `verdict ${running ? "partial" : result.no_good_match ? "none" : "good"}`, id: "verdict" },
+          running ? `Partial: ${good} good match${good === 1 ? "" : "es"} so far`
+            : result.no_good_match ? "No good match" : `${good} good match${good === 1 ? "" : "es"}`),
         h("span", {}, "Search id ", h("code", { id: "search-id", text: search.id })),
         h("span", { class: "muted" }, `window ${fmtTime(result.start)} – ${fmtTime(result.end)}`),
-        h("button", { type: "button", id: "export-report", onclick: () => exportReport() }, "Export report (HTML)"),
+        h("button", { type: "button", id: "export-report", disabled: running, onclick: () => exportReport() }, "Export report (HTML)"),
       ),
+      jobProgress(search),
       result.warnings && result.warnings.length
         ? h("div", { class: "notice" }, h("strong", { text: "Warnings: " }), result.warnings.join(" · "))
         : null,
       h("p", { class: "hint" },
         `Tracklets searched: ${Object.entries(result.counts || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "—"}. `,
-        "Thumbnails are not shown: the API has no route that serves them yet; each card lists the cameras and times instead."),
+        "Thumbnails show the candidate; everyone else's head is blurred. ",
+        running ? "Confirm and reject are offered once the job is done." : ""),
     ]);
     // the route goes above the cards, so a confirmed candidate's route is seen at once
     section.append(h("section", { id: "route", "aria-live": "polite" }));
     const list = h("ol", { class: "cards", id: "candidates", "aria-label": "Candidates, best first" });
-    for (const c of result.candidates) list.append(candidateCard(c));
+    for (const c of result.candidates) list.append(candidateCard(c, running));
     section.append(result.candidates.length ? list : h("p", { text: "No candidates in this window." }));
     if (search.routeKey && result.candidates.some((c) => c.key === search.routeKey)) {
       showRoute(search.routeKey);
     }
   }
 
-  function candidateCard(c) {
+  /** The candidate's thumbnail (GET .../thumbnail with the key, as a blob URL), once
+   * per tracklet: {url, blob} or {note} when withheld or missing. */
+  function loadThumbnail(search, c) {
+    const id = c.best_tracklet_id;
+    if (!search.thumbs[id]) {
+      const path = `searches/${encodeURIComponent(search.id)}/candidates/${encodeURIComponent(c.key)}/thumbnail`;
+      search.thumbs[id] = api(path, { raw: true, params: { tracklet_id: id } })
+        .then((response) => response.blob())
+        .then((blob) => ({ url: URL.createObjectURL(blob), blob }))
+        .catch((error) => ({
+          note: error.status === 409 ? "withheld: bystanders could not be blurred"
+            : error.status === 404 ? "no thumbnail stored" : `thumbnail failed: ${error.message || error}`,
+        }));
+    }
+    return search.thumbs[id];
+  }
+
+  function thumbnailBox(c) {
+    const label = c.global_id || c.key;
+    const box = h("div", { class: "thumb" }, h("span", { class: "muted", text: "…" }));
+    const search = state.search;
+    loadThumbnail(search, c).then((t) => {
+      clear(box).append(t.url
+        ? h("img", { class: "thumb-img", src: t.url, alt: `Best sighting of ${label} (other people's heads blurred)` })
+        : h("span", { class: "muted", text: t.note }));
+    });
+    return box;
+  }
+
+  function candidateCard(c, running = false) {
     const cams = [...new Set(c.sightings.map((x) => x.camera_id))];
     const first = c.sightings.length ? c.sightings.reduce((a, x) => (x.t_start < a ? x.t_start : a), c.sightings[0].t_start) : null;
     const last = c.sightings.length ? c.sightings.reduce((a, x) => (x.t_end > a ? x.t_end : a), c.sightings[0].t_end) : null;
@@ -663,6 +842,7 @@
     h("header", {},
       h("h3", {}, `#${c.rank} `, h("span", { text: label })),
       h("span", { class: "conf", title: "calibrated confidence" }, pct(c.confidence))),
+    thumbnailBox(c),
     h("div", {},
       h("span", { class: `badge ${c.good_match ? "good" : "weak"}`, text: c.good_match ? "good match" : "no good match" }),
       " ",
@@ -674,8 +854,8 @@
       h("dt", { text: "Sightings" }), h("dd", { text: String(c.sightings.length) }),
       h("dt", { text: "Best tracklet" }), h("dd", { text: c.best_tracklet_id })),
     h("div", { class: "actions" },
-      h("button", { type: "button", class: "confirm", disabled: c.confirmed, "aria-label": `Confirm ${label}`, onclick: () => refineCandidate(c.key, "confirmed") }, "Confirm"),
-      h("button", { type: "button", class: "reject danger", "aria-label": `Reject ${label}`, onclick: () => refineCandidate(c.key, "rejected") }, "Reject"),
+      h("button", { type: "button", class: "confirm", disabled: c.confirmed || running, "aria-label": `Confirm ${label}`, onclick: () => refineCandidate(c.key, "confirmed") }, "Confirm"),
+      h("button", { type: "button", class: "reject danger", disabled: running, "aria-label": `Reject ${label}`, onclick: () => refineCandidate(c.key, "rejected") }, "Reject"),
       h("button", { type: "button", class: "show-route", "aria-label": `Show the route of ${label}`, onclick: () => showRoute(c.key, true) }, "Route")));
   }
 
@@ -777,14 +957,35 @@
       .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
   }
 
-  function reportHtml() {
+  function dataUrl(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+  }
+
+  /** Candidate key -> the thumbnail as a data: URL, for those shown in the cards. */
+  async function reportImages(search) {
+    const out = {};
+    for (const c of search.result.candidates) {
+      const entry = search.thumbs[c.best_tracklet_id];
+      const t = entry ? await entry : null;
+      if (t && t.blob) out[c.key] = await dataUrl(t.blob);
+    }
+    return out;
+  }
+
+  function reportHtml(images = {}) {
     const search = state.search;
     const r = search.result;
     const rows = r.candidates.map((c) => {
       const cams = [...new Set(c.sightings.map((x) => x.camera_id))].join(", ");
       const first = c.sightings.map((x) => x.t_start).sort()[0];
       const last = c.sightings.map((x) => x.t_end).sort().slice(-1)[0];
-      return `<tr><td>${c.rank}</td><td>${esc(c.global_id || c.key)}</td><td>${(c.confidence * 100).toFixed(1)} %</td>`
+      const img = images[c.key] && images[c.key].startsWith("data:image/") ? `<img alt="" src="${esc(images[c.key])}">` : "";
+      return `<tr><td>${c.rank}</td><td>${img}</td><td>${esc(c.global_id || c.key)}</td><td>${(c.confidence * 100).toFixed(1)} %</td>`
         + `<td>${c.good_match ? "good match" : "no good match"}</td><td>${c.confirmed ? "yes" : ""}</td>`
         + `<td>${esc(cams)}</td><td>${esc(fmtTime(first))}</td><td>${esc(fmtTime(last))}</td><td>${c.sightings.length}</td></tr>`;
     }).join("\n");
@@ -801,30 +1002,30 @@
 <html lang="en"><head><meta charset="utf-8"><title>Sightline case ${esc(r.case_id)} – search ${esc(search.id)}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2rem;color:#111}table{border-collapse:collapse;width:100%;margin:0.5rem 0 1.5rem}
 th,td{border:1px solid #bbb;padding:0.25rem 0.5rem;text-align:left}th{background:#eee}dt{font-weight:600}dd{margin:0 0 0.4rem 0}
-.verdict{font-weight:700}</style></head><body>
+.verdict{font-weight:700}td img{height:96px}</style></head><body>
 <h1>Sightline search report</h1>
 <dl>
 <dt>Case id</dt><dd>${esc(r.case_id)}</dd>
 <dt>Reason</dt><dd>${esc(r.reason)}</dd>
 <dt>Requested by</dt><dd>${esc(r.requested_by)}</dd>
-<dt>Audit reference</dt><dd>search id <code id="audit-search-id">${esc(search.id)}</code> (audit log actions search.create / search.refine / search.route with this search_id and case id)</dd>
+<dt>Audit reference</dt><dd>search id <code id="audit-search-id">${esc(search.id)}</code> (the audit log's entries for this search carry it as search_id or job_id, with the case id)</dd>
 <dt>Window</dt><dd>${esc(fmtTime(r.start))} – ${esc(fmtTime(r.end))}</dd>
 <dt>Query</dt><dd>photos: ${search.photoNames.length ? esc(search.photoNames.join(", ")) : "none"}; description: ${described}; cameras: ${esc((q.cameras || ["all"]).join(", "))}; good match from ${r.min_confidence}</dd>
 <dt>Result</dt><dd class="verdict">${r.no_good_match ? "No good match" : "Good match found"}</dd>
 <dt>Exported</dt><dd>${esc(fmtTime(new Date().toISOString()))} by ${esc(state.who.principal)}</dd>
 </dl>
 <h2>Candidates</h2>
-<table><thead><tr><th>Rank</th><th>Identity</th><th>Confidence</th><th>Verdict</th><th>Confirmed</th><th>Cameras</th><th>First seen</th><th>Last seen</th><th>Sightings</th></tr></thead>
+<table><thead><tr><th>Rank</th><th>Thumbnail</th><th>Identity</th><th>Confidence</th><th>Verdict</th><th>Confirmed</th><th>Cameras</th><th>First seen</th><th>Last seen</th><th>Sightings</th></tr></thead>
 <tbody>${rows}</tbody></table>
 ${routes}
-<p>Confidence is calibrated; a candidate below the threshold is not a good match. This report holds no images.</p>
+<p>Confidence is calibrated; a candidate below the threshold is not a good match. Thumbnails show the candidate; every other person's head is blurred.</p>
 </body></html>
 `;
   }
 
-  function exportReport() {
+  async function exportReport() {
     const search = state.search;
-    const blob = new Blob([reportHtml()], { type: "text/html" });
+    const blob = new Blob([reportHtml(await reportImages(search))], { type: "text/html" });
     const url = URL.createObjectURL(blob);
     const safe = (v) => String(v).replace(/[^A-Za-z0-9._-]+/g, "_");
     const link = h("a", { href: url, download: `sightline-case-${safe(search.result.case_id)}-${safe(search.id)}.html` });
