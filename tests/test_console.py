@@ -369,18 +369,32 @@ def _exported_report(page) -> str:
     return Path(download.value.path()).read_text(encoding="utf-8")
 
 
-def _watch_opened_listed_and_closed(view: _Page) -> None:
-    """The search form opens a standing watch; the Watches page lists it, follows the
-    live stream, and closes it."""
+def _watch_alert_arrives_live(view: _Page, svc: dict) -> None:
+    """The search form opens a standing watch (threshold lowered so the person's replayed
+    sightings match); the Watches page lists it and follows the live stream; a camera
+    added at run time replays cam01's recording, and the watch's alert appears on the
+    page as it is raised; then the watch is closed and the camera removed."""
     page = view.page
+    page.fill("#min-confidence", "0.3")
     page.click("#open-watch")
     page.wait_for_selector("#search-busy:has-text('opened')", timeout=60_000)
     page.click("#nav a:has-text('Watches & alerts')")
     page.wait_for_selector("#watch-table td:has-text('C-console-1')")
     page.wait_for_selector("#stream-state:has-text('Live: connected')")
-    view.shot("watches")
-    page.click("#watch-table button:has-text('Close')")
-    page.wait_for_selector("#watches:has-text('No open watches')")
+    assert page.locator("#live-alerts li[data-kind='watch_alert']").count() == 0
+    client, tokens = svc["client"], svc["tokens"]
+    replay = {**svc["site"].cameras[0].model_dump(mode="json", exclude_none=True), "id": "replay"}
+    added = client.post("/cameras", json=replay, headers=_auth(tokens, "operator"))
+    assert added.status_code in (200, 201), added.text
+    try:
+        alert = "#live-alerts li[data-kind='watch_alert']:has-text('C-console-1')"
+        page.wait_for_selector(alert, timeout=180_000)
+        assert "replay" in page.inner_text(alert)
+        view.shot("watch-alert")
+        page.click("#watch-table button:has-text('Close')")
+        page.wait_for_selector("#watches:has-text('No open watches')")
+    finally:
+        client.delete("/cameras/replay", headers=_auth(tokens, "operator"))
 
 
 def _operator_pages_refused(view: _Page, svc: dict) -> None:
@@ -446,7 +460,7 @@ def test_analyst_finds_the_true_person_first_confirms_and_sees_the_route(
     assert search_id in report and "C-console-1" in report and top_key in report
     assert "<script" not in report and "data:image/jpeg;base64," in report
 
-    _watch_opened_listed_and_closed(view)
+    _watch_alert_arrives_live(view, svc)
     _operator_pages_refused(view, svc)
     page.click("#logout")
     page.wait_for_selector("#api-key")

@@ -1123,8 +1123,9 @@ ${routes}
     main.append(pageHeading(role === "analyst" ? "Watches & alerts" : "Alerts"));
     const columns = h("div", { class: "cols2" });
     main.append(columns);
+    let watches = null;
     if (role === "analyst") {
-      const watches = h("section", { class: "panel", id: "watches", "aria-labelledby": "watches-title" });
+      watches = h("section", { class: "panel", id: "watches", "aria-labelledby": "watches-title" });
       columns.append(watches, live);
       loadWatches(watches);
     } else {
@@ -1144,6 +1145,7 @@ ${routes}
       }
       empty.remove();
       list.prepend(alertItem(kind, payload));
+      if (kind === "watch_alert" && watches) loadWatches(watches); // its alert count
     }, (what, error) => {
       if (what === "open") streamState.textContent = "Live: connected.";
       else if (what === "closed") streamState.textContent = "Stream closed; reconnecting…";
