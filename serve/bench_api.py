@@ -11,7 +11,10 @@ p99 < 200 ms and no errors, on 127.0.0.1, while the pipeline ingests. The run:
    ``/density/zones``, ``/density/summary`` and ``/tracks`` while the cameras are still
    decoding and detecting;
 3. waits for ingest to finish and offers the same load again: the baseline of the same
-   run, so the JSON shows what ingest costs the API (ratios, not just absolute times).
+   run, so the JSON shows what ingest costs the API (ratios, not just absolute times);
+4. offers the same load to a one-line Serve deployment answering a constant JSON through
+   the same proxy (``serve_proxy_static``): the ceiling of Serve's HTTP path on this
+   machine, whatever the API does, so the JSON shows how much of it the API reaches.
 
 Every request is a real, audited read (one hash-chained, fsynced audit entry each).
 """
@@ -85,6 +88,24 @@ def _wait_for_rows(store: str, t0: datetime, timeout_s: float = 300.0) -> float:
     raise RuntimeError(f"no rows in the store {store} after {timeout_s:.0f} s of ingest")
 
 
+def _static_ceiling(url: str, load: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The same load against a Serve deployment that only answers ``{"ok": true}``."""
+    from ray import serve
+
+    @serve.deployment(name="StaticBaseline", ray_actor_options={"num_cpus": 0})
+    class StaticBaseline:
+        """A route doing nothing: what the proxy and one replica cost per request."""
+
+        async def __call__(self, request: Any) -> dict[str, bool]:
+            return {"ok": True}
+
+    serve.run(StaticBaseline.bind(), name="bench-static", route_prefix="/bench-static")
+    try:
+        return load([("static", "GET", "/bench-static")])
+    finally:
+        serve.delete("bench-static")
+
+
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     from serve.load import shortfalls
 
@@ -142,10 +163,10 @@ def bench_api(
         waited = _wait_for_rows(str(site.storage.root), t0)
         log(f"first rows stored after {waited:.1f} s; load during ingest ...")
 
-        def load() -> dict[str, Any]:
+        def load(paths: list[tuple[str, str, str]] = requests) -> dict[str, Any]:
             return run_load(
                 handle.url,
-                requests,
+                paths,
                 rate_per_s=rate_per_s,
                 duration_s=duration_s,
                 headers=headers,
@@ -160,10 +181,12 @@ def bench_api(
             time.sleep(2.0)
         log("load with ingest idle (baseline) ...")
         idle = load()
+        log("the same load on a static Serve route (the proxy's ceiling) ...")
+        static = _static_ceiling(handle.url, load)
     finally:
         stop_service(handle)
         ray.shutdown()
-    during_s, idle_s = _summary(during), _summary(idle)
+    during_s, idle_s, static_s = _summary(during), _summary(idle), _summary(static)
     p99_during, p99_idle = during["latency_ms"]["p99"], idle["latency_ms"]["p99"]
     return {
         "benchmark": "api",
@@ -178,6 +201,12 @@ def bench_api(
         },
         "during_ingest": during_s,
         "idle": idle_s,
+        "serve_proxy_static": static_s,
+        "achieved_rate_ratio_idle_vs_static": (
+            round(idle["achieved_rate_per_s"] / static["achieved_rate_per_s"], 3)
+            if static["achieved_rate_per_s"]
+            else None
+        ),
         "p99_ratio_during_vs_idle": (
             round(p99_during / p99_idle, 2) if p99_during and p99_idle else None
         ),
