@@ -34,7 +34,7 @@ browser:
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
-	RAY_AUTH_MODE=disabled $(PY) -m pytest
+	RAY_AUTH_MODE=disabled SIGHTLINE_CONSOLE_ARTIFACTS=test-artifacts/console $(PY) -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/sightline bench sim
