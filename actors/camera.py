@@ -112,6 +112,10 @@ class CameraActor:
     until acknowledged). ``reader_options`` overrides :class:`ReaderSettings` fields
     (``queue_size``, ``max_reconnects``, ``timeout_s``, ...).
 
+    ``density=False`` sends no ground points to the coordinator (and never tells it the
+    camera finished): a forensic ingest of past footage by a search job must not touch
+    the live density counts of the same camera.
+
     ``run_id`` goes into the tracklet ids (default: derived from the actor id, which a
     restart keeps); a recording with an ``out_dir`` checkpoints every
     ``checkpoint_every`` detected frames (default ``flush_every``, so the detection parts
@@ -135,6 +139,7 @@ class CameraActor:
         coordinator: ActorHandle | None = None,
         run_id: str | None = None,
         checkpoint_every: int | None = None,
+        density: bool = True,
     ) -> None:
         if sink is None and out_dir is None:
             raise ValueError("CameraActor needs a sink or an out_dir for the default sink")
@@ -144,6 +149,7 @@ class CameraActor:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.camera_id = camera.id
+        self._density = density
         context = ray.get_runtime_context()
         self._node_id = context.get_node_id()
         self._run_id = run_id or context.get_actor_id()[:12]
@@ -247,7 +253,8 @@ class CameraActor:
         if coordinator is not None:
             self._to_coordinator = CoordinatorSink(coordinator)
             tracklet_sink = TeeTrackletSink(tracklet_sink, self._to_coordinator)
-            self._ground = GroundSender(coordinator, camera.id)
+            if self._density:
+                self._ground = GroundSender(coordinator, camera.id)
         self._tracking = TrackingStage(
             camera,
             embedder.embed.remote,

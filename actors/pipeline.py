@@ -326,6 +326,7 @@ def run_pipeline(
         if coordinator is not None:
             ray.get(coordinator.close_density.remote())
             ray.get(coordinator.flush.remote())
+            _record_recordings(site, final, store)
             fusion = ray.get(coordinator.health.remote())
             fusion["store"] = str(store)
             density = {
@@ -352,6 +353,26 @@ def run_pipeline(
         "fusion": fusion,
         "density": density,
     }
+
+
+def _record_recordings(site: SiteConfig, final: dict[str, dict[str, Any]], store: Path) -> None:
+    """Write the recordings read to their end to the store's ingest ledger (after the
+    flush), so search jobs never ingest them again (:mod:`sightline.store.ingests`)."""
+    from sightline.search.forensic import recording_record
+    from sightline.store.ingests import record_ingests
+
+    records = []
+    for camera in site.cameras:
+        health = final.get(camera.id, {})
+        if health.get("state") == "finished" and health.get("mode") == "forensic":
+            record = recording_record(
+                camera,
+                frames=health.get("frames_detected", 0),
+                tracklets=health.get("tracklets_emitted", 0),
+            )
+            if record is not None:
+                records.append(record)
+    record_ingests(store, records)
 
 
 def read_detections(out_dir: str | Path) -> pl.DataFrame:

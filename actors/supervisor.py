@@ -15,6 +15,13 @@ written every ``storage.flush_after_s``; when the last camera ends, the density 
 still held are counted (later frames of earlier times count as late) and the store is
 written, so the API's readers see the whole run.
 
+Search jobs over recorded footage (:mod:`actors.search_jobs`) ingest what the store
+lacks through this pipeline: :meth:`PipelineSupervisor.forensic_context` hands them the
+site as it stands, the run folder, the store and the cameras it is processing now. When
+a recording camera finishes (its file read to the end in forensic mode) the store is
+flushed and the whole recording is written to the store's ingest ledger
+(:mod:`sightline.store.ingests`), so no job ingests it again.
+
 Faults: a camera actor that dies (its node is lost, it crashes) is restarted by Ray
 elsewhere; the supervisor issues its ``run`` again and the camera resumes from its
 checkpoint (:mod:`actors.camera`), unless it keeps failing at once
@@ -38,7 +45,9 @@ from actors.coordinator import COORDINATOR_SHARE, coordinator_node_options, star
 from actors.pipeline import RunRetries, start_camera
 from serve.deployments import get_model_handles
 from sightline.config import SiteConfig
+from sightline.search.forensic import recording_record
 from sightline.site_changes import with_camera, without_camera
+from sightline.store.ingests import record_ingests
 
 __all__ = ["PipelineSupervisor", "start_supervisor", "supervisor_name"]
 
@@ -75,6 +84,7 @@ class PipelineSupervisor:
         self.out_dir = Path(out_dir)
         self.app_prefix = app_prefix
         self.base_dir = base_dir
+        self.store_root = str(store_root)
         self.handles = get_model_handles(app_prefix)
         self.coordinator: ActorHandle = start_coordinator(
             site, self.out_dir / "wal", store_root, f"{app_prefix}-coordinator"
@@ -144,6 +154,28 @@ class PipelineSupervisor:
         """The site config with the run-time camera changes."""
         return self.site
 
+    async def forensic_context(self) -> dict[str, Any]:
+        """What a search job needs to ingest recorded footage through this pipeline: the
+        site now, the run folder, the store, the app prefix, the coordinator's handle, and
+        ``busy``: camera id -> why a job must not ingest it (the pipeline is reading its
+        recording now)."""
+        busy = {}
+        for camera_id, task in self._runs.items():
+            camera = next((c for c in self.site.cameras if c.id == camera_id), None)
+            if camera is not None and not camera.is_stream and not task.done():
+                busy[camera_id] = (
+                    "the pipeline is processing this recording now: searched as far as "
+                    "it has got (search again once the camera has finished)"
+                )
+        return {
+            "site": self.site,
+            "out_dir": str(self.out_dir),
+            "store_root": self.store_root,
+            "app_prefix": self.app_prefix,
+            "coordinator": self.coordinator,
+            "busy": busy,
+        }
+
     async def done(self) -> bool:
         """True when no camera is running (every recording has ended)."""
         return all(t.done() for t in self._runs.values())
@@ -201,11 +233,30 @@ class PipelineSupervisor:
                 break
         self._stopping.discard(actor)
         if self._actors.get(camera_id) is actor:
+            if health.get("state") == "finished" and health.get("mode") == "forensic":
+                # in the ledger before it is listed finished: a job then never ingests it
+                await self._record_recording(camera_id, health)
             self._final[camera_id] = health
         if all(t.done() for c, t in self._runs.items() if c != camera_id):
             # Every recording has ended: count the density seconds still held and write
             # the store, so the service's readers see the whole run.
             await self._settle()
+
+    async def _record_recording(self, camera_id: str, health: dict[str, Any]) -> None:
+        """Flush the store, then write the finished recording to the ingest ledger."""
+        try:
+            camera = self.site.camera(camera_id)
+            await self.coordinator.flush.remote()
+            record = await asyncio.to_thread(
+                recording_record,
+                camera,
+                frames=health.get("frames_detected", 0),
+                tracklets=health.get("tracklets_emitted", 0),
+            )
+            if record is not None:
+                await asyncio.to_thread(record_ingests, self.store_root, [record])
+        except Exception as exc:  # the ledger must not fail the camera; jobs then use rule 3
+            log.warning("could not record camera %s in the ingest ledger: %s", camera_id, exc)
 
     async def _settle(self) -> None:
         try:
@@ -255,6 +306,10 @@ class PipelineSupervisor:
             health = {"state": "unreachable", "last_error": str(health)[:300]}
         elif health is None:
             health = {"state": "running" if camera_id in self._actors else "disabled"}
+        elif health.get("state") == "finished":
+            # read to the end, but its last tracklets and its ingest-ledger row are still
+            # being written: "finished" only once a search sees everything it saw
+            health = {**health, "state": "storing"}
         return {
             "id": camera.id,
             "source": str(camera.source),

@@ -1004,23 +1004,33 @@ def _job_routes(app: FastAPI, ctx: _Context) -> None:
         tags=["searches"],
         summary="Start a search as a background job",
         description="For long windows: the search runs as Ray tasks over the store's "
-        "partitions; read its progress and partial results at `GET /searches/jobs/{job_id}` "
+        "partitions, after ingesting (unless `ingest=false`) the recorded footage of its "
+        "cameras and window that the store lacks; read its progress and partial results at "
+        "`GET /searches/jobs/{job_id}` "
         "and cancel it with `DELETE`. Once read with candidates, the job id also works as a "
         "search id (`/searches/{id}`, `/refine`, candidates' `/route` and `/thumbnail`). Body "
         "as for `POST /searches`. Role: analyst.",
         openapi_extra=_SEARCH_BODY,
     )
-    async def create_job(request: Request, who: Principal = analyst) -> dict[str, Any]:
+    async def create_job(
+        request: Request,
+        ingest: bool = Query(
+            True,
+            description="First ingest, in forensic mode, the recorded footage of the query's "
+            "cameras and window that the store lacks (status state `ingesting`).",
+        ),
+        who: Principal = analyst,
+    ) -> dict[str, Any]:
         data, photos = await _read_search_request(request, ctx)
         query = _parse_query(data, photos, who)
-        _audit_search(ctx, who, "search.create", query, {"job": True})
+        _audit_search(ctx, who, "search.create", query, {"job": True, "ingest": ingest})
         live = ctx.live()
         if query.photos and ctx.embed is None:
             raise ApiError(503, "embedder unavailable", "photos cannot be embedded here")
         with _invalid_on_value_error(), _models_unavailable():
             embedded = await _in_thread(embed_query, query, ctx.embed, ctx.detect, ctx.adapter)
         with _live_errors(), _invalid_on_value_error():
-            job_id = await _in_thread(live.submit_job, embedded, ctx.store)
+            job_id = await _in_thread(live.submit_job, embedded, ctx.store, ingest)
             status = await _in_thread(live.job_status, job_id)
         ctx.searches.put(job_id, embedded, None, job=True)
         audit_job(who, "search.job", status)  # ties the job id to the audited search

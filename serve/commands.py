@@ -107,7 +107,8 @@ def start_service(
     base_dir = Path(site_path).resolve().parent if site_path is not None else None
     supervisor = start_supervisor(site, out, store, app_prefix, base_dir)
     # kept in the handle: a named actor lives only as long as its creator holds it
-    jobs = start_search_jobs(search_jobs_name(app_prefix))
+    # its jobs can ingest recorded footage through this pipeline first (ingest=True)
+    jobs = start_search_jobs(search_jobs_name(app_prefix), app_prefix=app_prefix)
     cameras = ray.get(supervisor.start.remote())
     log(f"started {len(cameras)} camera actors: {', '.join(cameras)}")
     url = serve_api_over_store(

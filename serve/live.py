@@ -12,6 +12,8 @@ answers these routes with 503.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from sightline.config import ConfigError
@@ -81,8 +83,15 @@ class Operations(Protocol):
         """Watch alerts numbered after ``since``."""
         ...
 
-    def submit_job(self, query: SearchQuery, store_root: str) -> str:
-        """Start a search job (a query with embeddings); returns its id."""
+    def submit_job(self, query: SearchQuery, store_root: str, ingest: bool = False) -> str:
+        """Start a search job (a query with embeddings); returns its id. With ``ingest``
+        the job first ingests the query's recorded footage the store lacks (forensic
+        mode, through the running pipeline): :class:`PipelineUnavailableError` when no
+        pipeline runs, ``ValueError`` when it stores elsewhere than ``store_root``."""
+        ...
+
+    def ingest_plan(self, query: SearchQuery, store_root: str) -> dict[str, Any]:
+        """What a job with ``ingest`` would ingest now (windows, skipped, failed, waits)."""
         ...
 
     def job_status(self, job_id: str) -> dict[str, Any]:
@@ -231,8 +240,13 @@ class RayOperations:
     def watch_alerts(self, since: int = 0) -> list[dict[str, Any]]:
         return self._call("coordinator", "watch_alerts", since)
 
-    def submit_job(self, query: SearchQuery, store_root: str) -> str:
-        return self._call("jobs", "submit", query, store_root)
+    def submit_job(self, query: SearchQuery, store_root: str, ingest: bool = False) -> str:
+        with _ingest_unavailable():
+            return self._call("jobs", "submit", query, store_root, ingest)
+
+    def ingest_plan(self, query: SearchQuery, store_root: str) -> dict[str, Any]:
+        with _ingest_unavailable():
+            return self._call("jobs", "ingest_plan", query, store_root)
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         return self._call("jobs", "status", job_id)
@@ -242,6 +256,18 @@ class RayOperations:
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._call("jobs", "cancel", job_id)
+
+
+@contextmanager
+def _ingest_unavailable() -> Iterator[None]:
+    """A job that cannot ingest for want of a running pipeline is a
+    :class:`PipelineUnavailableError` (503), not a bad request."""
+    from sightline.search.forensic import IngestUnavailableError
+
+    try:
+        yield
+    except IngestUnavailableError as exc:
+        raise PipelineUnavailableError(str(exc)) from None
 
 
 def search_jobs_name(app_prefix: str = "sightline") -> str:

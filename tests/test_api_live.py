@@ -85,9 +85,14 @@ class FakePipeline:
     def watch_alerts(self, since=0):
         return [r for r in self.watch_rows if r["seq"] > since]
 
-    def submit_job(self, query, store_root):
+    def submit_job(self, query, store_root, ingest=False):
         job_id = f"job-{len(self.jobs) + 1}"
-        self.jobs[job_id] = {"query": query, "store": store_root, "state": "running"}
+        self.jobs[job_id] = {
+            "query": query,
+            "store": store_root,
+            "state": "running",
+            "ingest": ingest,
+        }
         self.calls.append(("job", job_id))
         return job_id
 
@@ -339,6 +344,13 @@ def test_a_search_job_runs_reports_progress_and_is_cancelled_by_its_owner_only(l
     assert started.status_code == 202, started.text
     job_id = started.json()["job_id"]
     assert started.json()["status"]["state"] == "running"
+    assert fake.jobs[job_id]["ingest"] is True  # recorded footage is ingested by default
+    created = [e for e in AuditLog(audit_dir).entries() if e["action"] == "search.create"]
+    assert created[-1]["parameters"]["ingest"] is True
+    plain = client.post(
+        "/searches/jobs?ingest=false", json=body, headers=_auth(tokens, "analyst")
+    ).json()
+    assert fake.jobs[plain["job_id"]]["ingest"] is False
     read = client.get(f"/searches/jobs/{job_id}", headers=_auth(tokens, "analyst")).json()
     assert read["status"]["progress"] == 0.5 and read["result"]["case_id"] == "case-7"
     stranger = {"Authorization": f"Bearer {other}"}
@@ -349,7 +361,7 @@ def test_a_search_job_runs_reports_progress_and_is_cancelled_by_its_owner_only(l
     assert cancelled.json()["status"]["state"] == "cancelled"
     assert client.get("/searches/jobs/nope", headers=_auth(tokens, "analyst")).status_code == 404
     actions = [e["action"] for e in AuditLog(audit_dir).entries()]
-    assert actions.count("search.create") == 1 and "search.cancel" in actions
+    assert actions.count("search.create") == 2 and "search.cancel" in actions
 
 
 def test_a_search_jobs_results_are_refined_routed_and_shown_like_a_search(live, tmp_path):

@@ -95,6 +95,9 @@ def test_frame_detections_by_camera_and_span(tmp_path: Path) -> None:
     assert FrameDetections(tmp_path).between("cam1", t0 + 10, t0 + 20) is None  # not covered
     assert FrameDetections(tmp_path).between("cam2", t0, t0 + 1) is None  # no camera folder
     assert FrameDetections(tmp_path).between("../cam1", t0, t0 + 1) is None
+    # a search job's forensic ingest keeps its own run folders
+    _write_detections(tmp_path / "forensic" / "job-1" / "w0", "cam2", [(t0, SUBJECT, 0.9)])
+    assert len(FrameDetections(tmp_path).between("cam2", t0, t0)[round(t0 * 1000)]) == 1
 
 
 @pytest.fixture

@@ -162,4 +162,4 @@ def test_a_search_job_runs_on_ray_to_the_same_candidates(service):
     assert read["status"]["state"] == "done", read["status"]
     assert read["status"]["progress"] == 1.0
     keys = [c["key"] for c in read["result"]["candidates"]]
-    assert keys == [c["key"] for c in direct["candidates"]]
+    assert keys == [c["key"] for c in direct["candidates"]], read["status"]["ingest"]

@@ -8,6 +8,9 @@ sources resume after the last frame they delivered, live ones at the stream's pr
 A new reader of a recording can also start after a given frame
 (``ReaderSettings.resume_after_s``, from :meth:`FrameReader.resume_settings` of the last
 frame a restarted consumer had finished): it seeks there and skips the frames up to it.
+A recording can be read over a window only (``window_start_s``/``window_end_s``, a
+forensic ingest of part of a file): it seeks to the window's start, delivers the frames
+inside it and ends after it; progress is then the share of the window delivered.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ class ReaderSettings:
     keyframe before it and the frames up to it are decoded but not delivered.
     ``resume_slot_s`` is the sampler's next slot after that frame (:attr:`Frame.next_slot_s`),
     so the resumed reader keeps exactly the frames an uninterrupted one would have.
+
+    ``window_start_s``/``window_end_s`` (forensic only, seconds of pts from the file's
+    start; None: the file's start / end) read only that part of a recording: the source
+    seeks to the keyframe before the start, frames before it are decoded but not
+    delivered, and the reader finishes at the first frame after the end. With
+    ``resume_after_s`` too (a restart inside a window) the later of the two starts.
     """
 
     width: int = 640
@@ -78,6 +87,8 @@ class ReaderSettings:
     backoff_max_s: float = 30.0
     resume_after_s: float | None = None
     resume_slot_s: float | None = None
+    window_start_s: float | None = None
+    window_end_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "forensic"):
@@ -88,6 +99,18 @@ class ReaderSettings:
             raise ValueError(f"max_reconnects must be >= 0 or None, got {self.max_reconnects}")
         if self.resume_after_s is not None and not self.resume_after_s >= 0:
             raise ValueError(f"resume_after_s must be >= 0 or None, got {self.resume_after_s}")
+        for name in ("window_start_s", "window_end_s"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0 or None, got {value}")
+        if (
+            self.window_start_s is not None
+            and self.window_end_s is not None
+            and self.window_end_s < self.window_start_s
+        ):
+            raise ValueError(
+                f"window_end_s {self.window_end_s} is before window_start_s {self.window_start_s}"
+            )
 
     @classmethod
     def from_camera(
@@ -226,6 +249,9 @@ class FrameReader:
             # a restarted consumer: start after the last frame it had finished
             self._resume_after = s.resume_after_s
             self._sampler.resume(s.resume_after_s, s.resume_slot_s)
+        forensic = s.mode == "forensic"
+        self._window_start = s.window_start_s if forensic else None
+        self._window_end = s.window_end_s if forensic else None
         self._stalled = 0  # reopen attempts since the last new frame
         self._fresh = True  # no frame queued since the last (re)open
         self._live_anchor: float | None = None  # epoch seconds of pts 0 (live)
@@ -336,9 +362,14 @@ class FrameReader:
         if self._state == "finished" and self._queue.drained:
             return 1.0
         pts, duration = self._counts.last_pts_out, self._duration_s
-        if duration is None:
-            return None
-        return 0.0 if pts is None else min(1.0, max(0.0, pts / duration))
+        lo = self._window_start or 0.0
+        ends = [v for v in (duration, self._window_end) if v is not None]
+        if not ends:
+            return None  # the file's length is unknown
+        hi = min(ends)
+        if pts is None:
+            return 0.0
+        return 1.0 if hi <= lo else min(1.0, max(0.0, (pts - lo) / (hi - lo)))
 
     # ------------------------------------------------------------------ decode thread
 
@@ -404,14 +435,16 @@ class FrameReader:
         self._live_anchor = self._pace_anchor = None
         if self.settings.mode == "live":
             self._sampler.reset()  # the stream's clock may restart on reconnect
-        elif self._resume_after is not None:
-            self._video.seek(self._resume_after)
+        elif self._resume_after is not None or self._window_start is not None:
+            self._video.seek(max(self._resume_after or 0.0, self._window_start or 0.0))
         self._set_state("running")
 
     def _pump(self) -> None:
         for t, image in self._video.frames(self._keep, self._on_decode_error):
             if self._stop.is_set():
                 return
+            if self._window_end is not None and t > self._window_end:
+                return  # past the window: the recording is done for this reader
             self._counts.decoded += 1
             self._rate_in.tick()
             if image is not None:
@@ -421,6 +454,10 @@ class FrameReader:
     def _keep(self, t: float) -> bool:
         if self._resume_after is not None and t <= self._resume_after:
             return False  # delivered before a reconnect
+        if self._window_start is not None and t < self._window_start:
+            return False  # before the window
+        if self._window_end is not None and t > self._window_end:
+            return False
         return self._sampler.keep(t)
 
     def _on_decode_error(self, exc: Exception) -> None:

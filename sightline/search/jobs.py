@@ -8,12 +8,19 @@ searched on its own (:func:`search_partitions`, a partial result with a generous
 ``limit``), and the partial results are merged as they arrive (:func:`merge_partials`)
 and once more at the end with every candidate's route (:func:`final_result`).
 
-:class:`SearchJob` is one job's bookkeeping: its state (``queued`` -> ``running`` ->
-``done``, or ``cancelled`` / ``failed``), partitions and tasks done, the partial results
-merged so far, and the final result. Once a job has stopped (cancelled or failed) no
-further partial result is merged: :meth:`SearchJob.add_partial` refuses it and counts it
-as discarded. :class:`JobBook` holds the jobs of one service, looks them up with a clear
-error, and forgets the oldest finished ones beyond ``max_jobs``.
+:class:`SearchJob` is one job's bookkeeping: its state (``queued`` -> [``ingesting``
+->] ``running`` -> ``done``, or ``cancelled`` / ``failed``), partitions and tasks done,
+the partial results merged so far, and the final result. Once a job has stopped
+(cancelled or failed) no further partial result is merged: :meth:`SearchJob.add_partial`
+refuses it and counts it as discarded. :class:`JobBook` holds the jobs of one service,
+looks them up with a clear error, and forgets the oldest finished ones beyond
+``max_jobs``.
+
+A job over recorded footage the store lacks first ingests it (``ingesting``, planned by
+:mod:`sightline.search.forensic`): :meth:`SearchJob.begin_ingest` records the windows,
+:meth:`SearchJob.update_window` their progress (frames done of frames expected), and the
+status's ``ingest`` entry reports them; recordings that could not be ingested are
+reported there and as warnings on the result, and the search runs over what exists.
 
 Photos must be embedded before a job is submitted (:func:`require_embedded`): the
 embedder is a Serve deployment the caller already holds, and embedding once keeps every
@@ -38,6 +45,7 @@ from sightline.search.engine import (
     search_store,
     store_partitions,
 )
+from sightline.search.forensic import INCOMPLETE_KINDS
 from sightline.search.merge import merge_results
 from sightline.search.query import SearchQuery, SearchQueryError
 from sightline.search.results import SearchResult
@@ -63,7 +71,7 @@ __all__ = [
     "search_partitions",
 ]
 
-JobState = Literal["queued", "running", "done", "cancelled", "failed"]
+JobState = Literal["queued", "ingesting", "running", "done", "cancelled", "failed"]
 FINISHED_STATES: frozenset[str] = frozenset({"done", "cancelled", "failed"})
 """States a job never leaves."""
 
@@ -108,7 +116,8 @@ class JobSettings:
     take to stop by itself before its worker is killed (``ray.cancel(force=True)``).
     ``max_jobs``: jobs remembered; the oldest finished ones are forgotten beyond it.
     ``task_delay_s``: a pause at the start of every task, for tests and demos of
-    progress and cancel (0 in service).
+    progress and cancel (0 in service). ``ingest_poll_s``: how often a forensic ingest's
+    progress is read from its camera actors.
     """
 
     task_num_cpus: float = 0.5
@@ -117,6 +126,7 @@ class JobSettings:
     cancel_grace_s: float = 2.0
     max_jobs: int = 1000
     task_delay_s: float = 0.0
+    ingest_poll_s: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -126,12 +136,14 @@ class JobSettings:
             "cancel_grace_s": self.cancel_grace_s >= 0,
             "max_jobs": self.max_jobs >= 1,
             "task_delay_s": self.task_delay_s >= 0,
+            "ingest_poll_s": self.ingest_poll_s > 0,
         }
         bad = [f"{name} = {getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"job settings out of range: {', '.join(bad)} (task_num_cpus, "
-                "cancel_grace_s, task_delay_s >= 0; max_tasks, partial_limit, max_jobs >= 1)"
+                "cancel_grace_s, task_delay_s >= 0; max_tasks, partial_limit, max_jobs >= 1; "
+                "ingest_poll_s > 0)"
             )
 
 
@@ -252,6 +264,10 @@ class SearchJob:
         }
     )
     result: SearchResult | None = None
+    ingest: dict[str, Any] | None = None
+    """The forensic ingest (None: the job ingests nothing): ``windows`` (each with its
+    camera, span, state, frames done and expected, tracklets, error), ``skipped`` and
+    ``failed`` cameras, ``waits`` (other jobs' ingests it waits for), and timing."""
     _partials: list[SearchResult] = field(default_factory=list, repr=False)
     _keys: set[str] = field(default_factory=set, repr=False)
     _good: set[str] = field(default_factory=set, repr=False)
@@ -273,13 +289,95 @@ class SearchJob:
             return 0.0
         return self.partitions_done / self.partitions_total
 
-    def start(self, partitions_total: int, tasks_total: int) -> bool:
-        """Queued -> running with this many partitions and tasks; False if the job was
-        cancelled meanwhile (nothing is started then)."""
+    def begin_ingest(self, plan: dict[str, Any]) -> bool:
+        """Queued -> ingesting the windows of ``plan`` (an ``IngestPlan.as_dict()``);
+        False if the job was cancelled meanwhile."""
         if self.state != "queued":
             return False
-        self.state = "running"
+        windows = [
+            {
+                **w,
+                "state": "queued",
+                "frames_done": 0,
+                "progress": 0.0,
+                "tracklets": 0,
+                "error": None,
+                "last_frame_time": None,
+            }
+            for w in plan["windows"]
+        ]
+        self.ingest = {
+            "windows": windows,
+            "skipped": list(plan.get("skipped", [])),
+            "failed": list(plan.get("failed", [])),
+            "waits": list(plan.get("waits", [])),
+            "started": _iso(self.clock()),
+            "finished": None,
+        }
+        self.state = "ingesting"
         self.started = self.clock()
+        return True
+
+    def update_window(self, index: int, **fields: Any) -> None:
+        """Update ingest window ``index`` (state, frames_done, progress, tracklets, error)."""
+        if self.ingest is None:
+            raise ValueError(f"job {self.job_id} has no ingest")
+        self.ingest["windows"][index].update(fields)
+
+    def end_ingest(self) -> None:
+        """The ingest phase is over (the search comes next)."""
+        if self.ingest is not None and self.ingest["finished"] is None:
+            self.ingest["finished"] = _iso(self.clock())
+
+    def ingest_status(self) -> dict[str, Any] | None:
+        """The ``ingest`` entry of :meth:`status`: the windows and totals (frames done of
+        frames expected, share 0..1), or None when the job ingests nothing."""
+        if self.ingest is None:
+            return None
+        windows = self.ingest["windows"]
+        done = sum(w["frames_done"] for w in windows)
+        total = sum(w["frames_total"] or 0 for w in windows)
+        ended = all(w["state"] in ("done", "failed", "cancelled") for w in windows)
+        progress = 1.0 if ended else (min(1.0, done / total) if total else 0.0)
+        return {
+            **self.ingest,
+            "windows": [dict(w) for w in windows],
+            "frames_done": done,
+            "frames_total": total,
+            "progress": progress,
+        }
+
+    def ingest_notes(self) -> list[str]:
+        """Warnings a result carries about footage the ingest could not add."""
+        if self.ingest is None:
+            return []
+        notes = [
+            f"camera {f['camera_id']}: recording not ingested ({f['error']}); "
+            "it is searched only as far as the store already had it"
+            for f in self.ingest["failed"]
+        ]
+        notes.extend(
+            f"camera {k['camera_id']}: not ingested: {k['reason']}"
+            for k in self.ingest["skipped"]
+            if k.get("kind") in INCOMPLETE_KINDS
+        )
+        for w in self.ingest["windows"]:
+            if w["state"] in ("failed", "cancelled"):
+                notes.append(
+                    f"camera {w['camera_id']} {w['start']} to {w['end']}: ingest "
+                    f"{w['state']} after {w['frames_done']} frames"
+                    + (f" ({w['error']})" if w.get("error") else "")
+                )
+        return notes
+
+    def start(self, partitions_total: int, tasks_total: int) -> bool:
+        """Queued (or ingesting) -> running with this many partitions and tasks; False if
+        the job was cancelled meanwhile (nothing is started then)."""
+        if self.state not in ("queued", "ingesting"):
+            return False
+        self.end_ingest()
+        self.state = "running"
+        self.started = self.started or self.clock()
         self.partitions_total = partitions_total
         self.tasks["total"] = tasks_total
         return True
@@ -331,6 +429,8 @@ class SearchJob:
         """The warning a result of an unfinished job carries (None once done)."""
         if self.state == "done":
             return None
+        if self.state in ("queued", "ingesting"):
+            return f"partial result: nothing searched yet (job {self.state})"
         return (
             f"partial result: {self.partitions_done} of {self.partitions_total} "
             f"partitions searched (job {self.state})"
@@ -338,7 +438,8 @@ class SearchJob:
 
     def status(self) -> dict[str, Any]:
         """JSON-ready state: ids, case, times (ISO 8601 UTC), progress, task counts,
-        distinct candidates (and good matches) in the partial results so far, error."""
+        distinct candidates (and good matches) in the partial results so far, the
+        forensic ingest (:meth:`ingest_status`, None without one), error."""
         return {
             "job_id": self.job_id,
             "state": self.state,
@@ -353,6 +454,7 @@ class SearchJob:
             "tasks": dict(self.tasks),
             "candidates_so_far": len(self._keys),
             "good_matches_so_far": len(self._good),
+            "ingest": self.ingest_status(),
             "error": self.error,
         }
 

@@ -200,7 +200,9 @@ def decode_frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 
 class FrameDetections:
     """The people a pipeline run detected, per camera and frame, read on demand from
-    ``<run_dir>/detections/camera_id=<id>/*.parquet`` (score >= ``min_score``)."""
+    ``<run_dir>/detections/camera_id=<id>/*.parquet`` and, for footage a search job
+    ingested, ``<run_dir>/forensic/<job>/<window>/detections/...`` (score >=
+    ``min_score``)."""
 
     def __init__(self, run_dir: str | Path, min_score: float = NEIGHBOUR_SCORE) -> None:
         self.run_dir = Path(run_dir)
@@ -212,7 +214,10 @@ class FrameDetections:
         no detection of that camera in that span: the frames' people are unknown."""
         if not camera_id or "/" in camera_id or camera_id.startswith("."):
             return None
-        files = sorted((self.run_dir / "detections" / f"camera_id={camera_id}").glob("*.parquet"))
+        folder = f"camera_id={camera_id}"
+        files = sorted((self.run_dir / "detections" / folder).glob("*.parquet"))
+        # a search job's forensic ingest writes under forensic/<job id>/w<i>/
+        files += sorted(self.run_dir.glob(f"forensic/*/*/detections/{folder}/*.parquet"))
         if not files:
             return None
         lo, hi = start - _COVER_MARGIN_S, end + _COVER_MARGIN_S
