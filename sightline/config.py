@@ -645,6 +645,41 @@ class FusionConfig(_Strict):
         description="Ground distance allowed on top of walking speed x time (foot-point "
         "noise, calibration error).",
     )
+    transit_slack_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Time allowed on top of a configured link's max transit time: the gap "
+        "between two tracklets also holds the time the trackers lost the person "
+        "(occlusion, crowds). Raising it vetoes fewer slow transitions.",
+    )
+    use_height: bool = Field(
+        True,
+        description="Weigh the tracklets' estimated heights with appearance: similar heights "
+        "raise the match probability, different heights lower it.",
+    )
+    height_noise_m: float = Field(
+        0.032,
+        gt=0,
+        le=1,
+        description="Standard deviation of one tracklet's height estimate. Raising it trusts "
+        "height differences less.",
+    )
+    height_spread_m: float = Field(
+        0.12,
+        gt=0,
+        le=1,
+        description="Standard deviation of height among people who look alike. Raising it "
+        "makes equal heights stronger evidence of one person.",
+    )
+    height_outlier_probability: float = Field(
+        0.26,
+        gt=0,
+        le=1,
+        description="Share of one person's tracklets whose height estimate is off (partly "
+        "visible, at the image edge). Raising it bounds the penalty for a height "
+        "difference more tightly; 1 ignores heights.",
+    )
 
 
 # --------------------------------------------------------------------------- density

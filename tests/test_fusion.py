@@ -9,7 +9,11 @@ import pytest
 
 from sightline.config import FusionConfig, TopologyConfig
 from sightline.fusion.bench import _tracklet, bench_fusion
-from sightline.fusion.calibration import AppearanceCalibration, fit_calibration
+from sightline.fusion.calibration import (
+    AppearanceCalibration,
+    fit_calibration,
+    height_log_ratio,
+)
 from sightline.fusion.core import Fuser
 from sightline.fusion.evidence import Relation, TrackletView, TransitTable, relate
 
@@ -73,9 +77,40 @@ def test_reachability_and_appearance(gap_s: float, distance_m: float, expected: 
 def test_configured_transit_limit_vetoes_a_slow_transition():
     topology = TopologyConfig(links=[{"cameras": ("cam1", "cam3"), "typical_transit_s": 10}])
     a = walk("A", "cam1", 0, 5, (0, 0), (5, 0), look(1))
-    b = walk("B", "cam3", 5 + 60, 5, (25, 0), (30, 0), look(1))  # 60 s > 3 x 10 s
+    b = walk("B", "cam3", 5 + 90, 5, (25, 0), (30, 0), look(1))  # 90 s > 3 x 10 s + 30 s slack
     assert not same_person(fuse(a, b, topology=topology), "A", "B")
     assert same_person(fuse(a, b), "A", "B")  # without the link it is plausible
+
+
+def test_transit_slack_allows_a_person_the_trackers_lost_for_a_while():
+    topology = TopologyConfig(links=[{"cameras": ("cam1", "cam3"), "typical_transit_s": 10}])
+    a = walk("A", "cam1", 0, 5, (0, 0), (5, 0), look(1))
+    b = walk("B", "cam3", 5 + 45, 5, (25, 0), (30, 0), look(1))  # 45 s: 30 s limit + slack
+    assert same_person(fuse(a, b, topology=topology), "A", "B")
+    strict = FusionConfig(transit_slack_s=0)
+    assert not same_person(fuse(a, b, topology=topology, config=strict), "A", "B")
+
+
+def test_height_separates_people_who_look_alike():
+    # B looks somewhat like A: cosine 0.6, p = 0.9 on appearance alone (threshold 0.8)
+    other = look(5) - (look(5) @ look(1)) * look(1)
+    alike = 0.6 * look(1) + 0.8 * other / np.linalg.norm(other)
+    a = dataclasses.replace(walk("A", "cam1", 0, 5, (0, 0), (5, 0), look(1)), height_m=1.78)
+    b = walk("B", "cam3", 25, 5, (20, 0), (25, 0), alike.astype(np.float32))
+    assert same_person(fuse(a, dataclasses.replace(b, height_m=1.77)), "A", "B")
+    assert same_person(fuse(a, b), "A", "B")  # unknown height: appearance decides
+    child = dataclasses.replace(b, height_m=1.25)
+    assert not same_person(fuse(a, child), "A", "B")
+    assert same_person(fuse(a, child, config=FusionConfig(use_height=False)), "A", "B")
+
+
+def test_height_log_ratio_is_bounded_and_neutral_when_unknown():
+    ratio = height_log_ratio(1.70, np.array([1.70, 1.75, 1.90, 1.0, np.nan]), 0.032, 0.12, 0.26)
+    assert ratio[0] > ratio[1] > ratio[2] >= np.log(0.26) - 1e-9
+    assert ratio[0] > 0 > ratio[2]
+    assert ratio[3] == pytest.approx(np.log(0.26), abs=1e-6)  # at most -log(outlier) off
+    assert ratio[4] == 0.0
+    assert height_log_ratio(1.7, 1.0, 0.032, 0.12, 1.0) == pytest.approx(0.0)  # ignored
 
 
 def test_people_merge_when_later_seen_together():

@@ -10,7 +10,8 @@ versions) and keeps each tracklet assigned to a person:
    at once, or an unreachable transition) vetoes the candidate; *same* (two cameras
    seeing one ground position at one time) joins at once.
 3. **Appearance**: the calibrated probability that the tracklet's mean embedding
-   matches the candidate's gallery; the most probable candidate above
+   matches the candidate's gallery, with the estimated heights weighed in (a height
+   log likelihood ratio added to the appearance log-odds); the most probable candidate above
    ``min_match_probability`` wins; otherwise a new person is created.
 4. **Consistency**: when a later version shows that a tracklet cannot belong to its
    person, it is split off and associated again; when a tracklet is seen together with
@@ -28,9 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import expit
 
 from sightline.config import FusionConfig, TopologyConfig
-from sightline.fusion.calibration import AppearanceCalibration
+from sightline.fusion.calibration import AppearanceCalibration, height_log_ratio
 from sightline.fusion.evidence import Relation, TrackletView, TransitTable, relate
 from sightline.tracking.core import IdCounter
 from sightline.tracking.tracklets import Tracklet
@@ -77,12 +79,13 @@ class Person:
 class _Slots:
     """Active tracklets in growable arrays, so candidate search is a few numpy operations.
 
-    Slot ``i`` holds one tracklet's mean embedding, time span, camera and owner (the
-    person's number); freed slots are reused.
+    Slot ``i`` holds one tracklet's mean embedding, estimated height, time span, camera
+    and owner (the person's number); freed slots are reused.
     """
 
     def __init__(self, dim: int = 128, capacity: int = 1024) -> None:
         self.emb = np.zeros((capacity, dim), np.float32)
+        self.height = np.full(capacity, np.nan)
         self.t0 = np.zeros(capacity)
         self.t1 = np.zeros(capacity)
         self.box = np.zeros((capacity, 4))  # ground extent: xmin, ymin, xmax, ymax
@@ -106,6 +109,7 @@ class _Slots:
         if self.emb.shape[1] != len(view.embedding):
             self.emb = np.zeros((len(self.valid), len(view.embedding)), np.float32)
         self.emb[slot] = view.embedding
+        self.height[slot] = view.height_m
         self.t0[slot], self.t1[slot] = view.t_start, view.t_end
         self.box[slot, :2], self.box[slot, 2:] = view.xy.min(axis=0), view.xy.max(axis=0)
         self.cam[slot], self.owner[slot], self.valid[slot] = camera, owner, True
@@ -120,7 +124,7 @@ class _Slots:
     def _grow(self) -> None:
         n = len(self.valid)
         self.emb = np.concatenate([self.emb, np.zeros_like(self.emb)])
-        for name in ("t0", "t1", "box", "cam", "owner", "valid"):
+        for name in ("height", "t0", "t1", "box", "cam", "owner", "valid"):
             arr = getattr(self, name)
             setattr(self, name, np.concatenate([arr, np.zeros_like(arr)]))
         self.tid += [None] * n
@@ -238,7 +242,7 @@ class Fuser:
         sims = np.where(live, s.emb[: s.top] @ view.embedding, -np.inf)
         k = min(_TOP_K, int(live.sum()))
         top = np.argpartition(-sims, k - 1)[:k]
-        probs = self.calibration.probability(sims[top])
+        probs = self._probability(sims[top], view.height_m, s.height[top])
         together = self._seen_nearby(view)
         seen_with: list[tuple[float, Person]] = []
         for number in dict.fromkeys(s.owner[: s.top][together].tolist()):
@@ -304,14 +308,27 @@ class Fuser:
             & (box[:, 3] >= lo[1])
         )
 
+    def _probability(
+        self, similarity: np.ndarray, height: float, heights: np.ndarray
+    ) -> np.ndarray:
+        """Match probability of ``view``-like (``height``) against tracklets with cosine
+        ``similarity`` and ``heights``: appearance log-odds plus the height evidence."""
+        log_odds = self.calibration.log_odds(similarity)
+        c = self.config
+        if c.use_height:
+            log_odds = log_odds + height_log_ratio(
+                heights, height, c.height_noise_m, c.height_spread_m, c.height_outlier_probability
+            )
+        return expit(log_odds)
+
     def _looks_like(self, view: TrackletView, person: Person) -> float:
-        """Calibrated probability that ``view`` looks like the person (best tracklet)."""
-        others = [
-            v.embedding for v in person.tracklets.values() if v.tracklet_id != view.tracklet_id
-        ]
+        """Calibrated probability that ``view`` is the person (best tracklet)."""
+        others = [v for v in person.tracklets.values() if v.tracklet_id != view.tracklet_id]
         if not others:
             return 0.0
-        return float(self.calibration.probability(float((np.stack(others) @ view.embedding).max())))
+        sims = np.stack([v.embedding for v in others]) @ view.embedding
+        heights = np.array([v.height_m for v in others])
+        return float(self._probability(sims, view.height_m, heights).max())
 
     def _relation_to(self, view: TrackletView, person: Person) -> Relation:
         """CONFLICT if the person's tracklets rule it out; SAME if one confirms it.

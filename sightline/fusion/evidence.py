@@ -1,10 +1,10 @@
 """Geometric evidence between two tracklets: shared views, reachability, transit times.
 
-A :class:`TrackletView` is what fusion keeps of a tracklet: times, ground positions and
-its mean embedding (no pixels). Two views either share time (then their ground
+A :class:`TrackletView` is what fusion keeps of a tracklet: times, ground positions, its
+mean embedding and estimated height (no pixels). Two views either share time (then their ground
 positions say "same person" when close, "two people" when far) or follow each other
 (then the later must be reachable from the earlier at walking speed, and, for linked
-cameras, within the transit time).
+cameras, within the transit time plus a slack for the time trackers lose people).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class TrackletView:
     ts: np.ndarray  # (N,) epoch seconds
     xy: np.ndarray  # (N, 2) ground metres
     embedding: np.ndarray  # (D,) L2-normalised
+    height_m: float = float("nan")  # estimated height; nan when unknown
 
     @classmethod
     def of(cls, tracklet: Tracklet) -> TrackletView:
@@ -45,6 +46,7 @@ class TrackletView:
             tracklet.ts[ok],
             tracklet.foot_world[ok].astype(np.float64),
             tracklet.embedding_mean.astype(np.float32),
+            float(tracklet.height_m),
         )
 
     @cached_property
@@ -92,7 +94,8 @@ class Relation(Enum):
 class TransitTable:
     """Camera-to-camera transit limits from the configured topology, and learned transits.
 
-    Only a configured link limits a transition (the operator knows the site). Transit
+    Only a configured link limits a transition (the operator knows the site), with
+    ``transit_slack_s`` on top for the time the trackers lost the person. Transit
     times of matches are recorded with :meth:`observe` and reported by :meth:`learned`;
     they are not used as a veto, because a learned typical time says little about how
     long one person may linger between two views (walking speed already rules out
@@ -159,7 +162,7 @@ def _one_after_the_other(
     if walked > transits.topology.max_walking_speed_mps * gap + config.position_slack_m:
         return Relation.CONFLICT
     limit = transits.max_transit(first.camera_id, second.camera_id)
-    if limit is not None and gap > limit:
+    if limit is not None and gap > limit + config.transit_slack_s:
         return Relation.CONFLICT
     return Relation.POSSIBLE
 
