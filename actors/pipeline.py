@@ -358,21 +358,11 @@ def run_pipeline(
 def _record_recordings(site: SiteConfig, final: dict[str, dict[str, Any]], store: Path) -> None:
     """Write the recordings read to their end to the store's ingest ledger (after the
     flush), so search jobs never ingest them again (:mod:`sightline.store.ingests`)."""
-    from sightline.search.forensic import recording_record
+    from sightline.search.forensic import finished_recording_record
     from sightline.store.ingests import record_ingests
 
-    records = []
-    for camera in site.cameras:
-        health = final.get(camera.id, {})
-        if health.get("state") == "finished" and health.get("mode") == "forensic":
-            record = recording_record(
-                camera,
-                frames=health.get("frames_detected", 0),
-                tracklets=health.get("tracklets_emitted", 0),
-            )
-            if record is not None:
-                records.append(record)
-    record_ingests(store, records)
+    records = [finished_recording_record(c, final.get(c.id, {})) for c in site.cameras]
+    record_ingests(store, [r for r in records if r is not None])
 
 
 def read_detections(out_dir: str | Path) -> pl.DataFrame:

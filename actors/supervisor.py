@@ -45,7 +45,7 @@ from actors.coordinator import COORDINATOR_SHARE, coordinator_node_options, star
 from actors.pipeline import RunRetries, start_camera
 from serve.deployments import get_model_handles
 from sightline.config import SiteConfig
-from sightline.search.forensic import recording_record
+from sightline.search.forensic import finished_recording_record
 from sightline.site_changes import with_camera, without_camera
 from sightline.store.ingests import record_ingests
 
@@ -233,9 +233,8 @@ class PipelineSupervisor:
                 break
         self._stopping.discard(actor)
         if self._actors.get(camera_id) is actor:
-            if health.get("state") == "finished" and health.get("mode") == "forensic":
-                # in the ledger before it is listed finished: a job then never ingests it
-                await self._record_recording(camera_id, health)
+            # in the ledger before it is listed finished: a job then never ingests it
+            await self._record_recording(camera_id, health)
             self._final[camera_id] = health
         if all(t.done() for c, t in self._runs.items() if c != camera_id):
             # Every recording has ended: count the density seconds still held and write
@@ -243,16 +242,14 @@ class PipelineSupervisor:
             await self._settle()
 
     async def _record_recording(self, camera_id: str, health: dict[str, Any]) -> None:
-        """Flush the store, then write the finished recording to the ingest ledger."""
+        """For a recording read to its end: flush the store, then write the recording to
+        the ingest ledger."""
+        if health.get("state") != "finished" or health.get("mode") != "forensic":
+            return
         try:
             camera = self.site.camera(camera_id)
             await self.coordinator.flush.remote()
-            record = await asyncio.to_thread(
-                recording_record,
-                camera,
-                frames=health.get("frames_detected", 0),
-                tracklets=health.get("tracklets_emitted", 0),
-            )
+            record = await asyncio.to_thread(finished_recording_record, camera, health)
             if record is not None:
                 await asyncio.to_thread(record_ingests, self.store_root, [record])
         except Exception as exc:  # the ledger must not fail the camera; jobs then use rule 3

@@ -56,6 +56,7 @@ __all__ = [
     "IngestWindow",
     "Recording",
     "Span",
+    "finished_recording_record",
     "plan_forensic",
     "plan_ingest",
     "probe_duration",
@@ -191,6 +192,21 @@ def recording_record(
     assert rec.end is not None
     return IngestRecord(
         camera.id, rec.source, rec.start, rec.end, kind, None, int(frames), int(tracklets)
+    )
+
+
+def finished_recording_record(
+    camera: CameraConfig, health: Mapping[str, Any]
+) -> IngestRecord | None:
+    """:func:`recording_record` for a camera actor's final ``health``: only when it read
+    its recording to the end in forensic mode (a live run or a stopped one covers no
+    whole recording)."""
+    if health.get("state") != "finished" or health.get("mode") != "forensic":
+        return None
+    return recording_record(
+        camera,
+        frames=health.get("frames_detected", 0),
+        tracklets=health.get("tracklets_emitted", 0),
     )
 
 
