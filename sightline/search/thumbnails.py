@@ -268,14 +268,13 @@ def _epoch_s(t: datetime | float) -> float:
 
 def _tracklet_rows(store: str, tracklet_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     from sightline.store.queries import scan
+    from sightline.tracking.sink import latest_versions
 
-    frame = (
+    frame = latest_versions(
         scan(store, "tracklets")
         .filter(pl.col("tracklet_id").is_in(list(tracklet_ids)))
         .select("tracklet_id", "version", "camera_id", "ts", "boxes", "thumbnail")
         .collect()
-        .sort("version")
-        .unique("tracklet_id", keep="last")
     )
     return {row["tracklet_id"]: row for row in frame.iter_rows(named=True)}
 

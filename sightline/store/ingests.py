@@ -17,7 +17,6 @@ roots), or with one object PUT (URL roots), so readers never see half a file.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,8 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sightline.durable import fsync_path
-from sightline.store.tables import is_url
+from sightline.store.tables import commit_local, is_url
 
 __all__ = [
     "INGEST_SCHEMA",
@@ -90,13 +88,7 @@ def record_ingests(store_root: str | Path, records: Sequence[IngestRecord]) -> i
     if is_url(root):
         frame.write_parquet(f"{root}/ingests/{name}")
         return len(records)
-    folder = Path(root) / "ingests"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.tmp"
-    frame.write_parquet(tmp)
-    fsync_path(tmp)
-    os.replace(tmp, folder / name)
-    fsync_path(folder)
+    commit_local({Path(root) / "ingests" / name: frame.write_parquet}, durable=True)
     return len(records)
 
 

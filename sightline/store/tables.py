@@ -68,6 +68,7 @@ __all__ = [
     "ZONE_COUNT_SCHEMA",
     "StoreError",
     "TrackStore",
+    "commit_local",
     "is_url",
     "sightings_frame",
     "thumbnail_ref",
@@ -391,7 +392,7 @@ def _missing_parents(folder: Path) -> list[Path]:
     return missing[::-1]
 
 
-def _commit_local(files: dict[Path, Callable[[Path], object]], durable: bool) -> None:
+def commit_local(files: dict[Path, Callable[[Path], object]], durable: bool) -> None:
     """Write each file under a temporary name, then rename it into place.
 
     With ``durable``, the files are fsynced before the renames and the folders after, so
@@ -647,10 +648,10 @@ class TrackStore:
             files[path] = frame.write_parquet
         try:
             # thumbnails first, so no part ever refers to a missing one
-            _commit_local(
+            commit_local(
                 {self.local / r: _bytes_writer(b) for r, b in thumbnails.items()}, self.durable
             )
-            _commit_local(files, self.durable)
+            commit_local(files, self.durable)
             if files or thumbnails:
                 bump_store_version(self.local)
         except OSError as exc:
