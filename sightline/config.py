@@ -680,6 +680,29 @@ class FusionConfig(_Strict):
         "visible, at the image edge). Raising it bounds the penalty for a height "
         "difference more tightly; 1 ignores heights.",
     )
+    recluster_every_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Every this many seconds of site time, the active window's people are "
+        "clustered again from their tracklets, all at once (the online decisions are "
+        "greedy); 0 turns it off. Lowering it corrects mistakes sooner at more cost.",
+    )
+    recluster_min_log_odds: float = Field(
+        2.0,
+        ge=-10,
+        le=20,
+        description="Re-clustering joins two groups of tracklets while the mean match "
+        "log-odds between them exceeds this. Raising it makes fewer wrong joins and more "
+        "split identities.",
+    )
+    together_log_odds: float = Field(
+        3.0,
+        ge=0,
+        le=20,
+        description="Log-odds re-clustering adds to a pair of tracklets seen together at one "
+        "place by two cameras. Raising it trusts overlapping views more than appearance.",
+    )
 
 
 # --------------------------------------------------------------------------- density

@@ -1,8 +1,9 @@
 """``sightline bench fusion``: tracklets/s ingested and fused as the history grows.
 
 A synthetic stream of tracklets (no video): people walk between ``cameras`` cameras of
-a 200 x 200 m site, each visit a tracklet with a few ground points and a person-specific
-embedding plus noise; about ``concurrent`` people are in the site at any time. The fuser
+a 200 x 200 m site (only to cameras they can reach on foot since their last visit),
+each visit a tracklet with a few ground points and a person-specific embedding plus
+noise; about ``concurrent`` people are in the site at any time. The fuser
 ingests the stream; the rate over a window of ``window`` tracklets is measured each time
 the history reaches a checkpoint (10k, 100k, ... tracklets), all in one run, so the
 growth of cost with history shows directly (near-linear means a flat rate).
@@ -26,23 +27,32 @@ __all__ = ["bench_fusion", "synthetic_tracklets"]
 _DIM = 128
 _POINTS = 10
 _VISIT_S = 8.0
+_WALK_MPS = 1.4  # how fast the synthetic people walk between cameras
 
 
 def synthetic_tracklets(
     cameras: int = 20, concurrent: int = 200, seed: int = 0, dim: int = _DIM
 ) -> Iterator[Tracklet]:
-    """An endless, deterministic stream of final tracklets in arrival order."""
+    """An endless, deterministic stream of final tracklets in arrival order.
+
+    Each person walks (at most ``_WALK_MPS``) from camera to camera: the next camera is
+    one the person can reach in the time since the last visit, so the stream is
+    physically possible, as a real site's is.
+    """
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0, 200, size=(cameras, 2))
+    apart = np.linalg.norm(centres[:, None] - centres[None, :], axis=2)
     # each person has an identity vector and visits cameras one after another
-    people = [_person(rng, dim) for _ in range(concurrent)]
+    people = [_person(rng, dim, cameras) for _ in range(concurrent)]
     clock = np.sort(rng.uniform(0, 60, size=concurrent))
     n = 0
     while True:
         i = int(np.argmin(clock))
         start = float(clock[i])
-        vector, visits = people[i]
-        camera = int(rng.integers(cameras))
+        vector, visits, last_camera, last_end = people[i]
+        # room for the position noise and the walk within a visit
+        reachable = np.flatnonzero(apart[last_camera] <= _WALK_MPS * (start - last_end) - 20)
+        camera = int(rng.choice(reachable)) if len(reachable) else last_camera
         ts = start + np.linspace(0, _VISIT_S, _POINTS)
         xy = centres[camera] + rng.normal(0, 3, 2) + np.outer(np.linspace(0, 1, _POINTS), [8, 0])
         emb = vector + rng.normal(0, 0.05, dim)  # cosine to the person's vector ~0.85
@@ -52,14 +62,15 @@ def synthetic_tracklets(
         visits += 1
         clock[i] = ts[-1] + rng.uniform(20, 120)
         if visits > 10:  # the person leaves; someone new arrives
-            people[i] = _person(rng, dim)
+            people[i] = _person(rng, dim, cameras)
         else:
-            people[i] = (vector, visits)
+            people[i] = (vector, visits, camera, float(ts[-1]))
 
 
-def _person(rng: np.random.Generator, dim: int) -> tuple[np.ndarray, int]:
+def _person(rng: np.random.Generator, dim: int, cameras: int) -> tuple[np.ndarray, int, int, float]:
+    """A new person: identity vector, visits so far, where and when last seen."""
     v = rng.normal(size=dim)
-    return v / np.linalg.norm(v), 0
+    return v / np.linalg.norm(v), 0, int(rng.integers(cameras)), float("-inf")
 
 
 def _tracklet(tid: str, camera: str, ts: np.ndarray, xy: np.ndarray, emb: np.ndarray) -> Tracklet:
@@ -117,8 +128,8 @@ def bench_fusion(
     first, last = results[0], results[-1]
     return {
         "benchmark": "fusion",
-        "stream": "synthetic: 20 cameras, ~200 people in the site at once, 10 ground points "
-        "per tracklet, 128-d embeddings",
+        "stream": "synthetic: 20 cameras, ~200 people in the site at once walking between "
+        "cameras they can reach, 10 ground points per tracklet, 128-d embeddings",
         "window": window,
         "results": results,
         "rate_ratio_last_over_first": round(last["tracklets_per_s"] / first["tracklets_per_s"], 3),

@@ -16,6 +16,11 @@ versions) and keeps each tracklet assigned to a person:
 4. **Consistency**: when a later version shows that a tracklet cannot belong to its
    person, it is split off and associated again; when a tracklet is seen together with
    another person's tracklet, the two people are merged (if nothing conflicts).
+5. **Re-clustering**: every ``recluster_every_s`` of site time, the people around the
+   tracklets that arrived since the last time (their own and those they resemble) are
+   clustered again from their tracklets, all at once
+   (:func:`~sightline.fusion.recluster.cluster`): a greedy early decision that later
+   evidence contradicts is undone, and tracklets move between people, each move an event.
 
 Every change is a :class:`FusionEvent` and produces :class:`Assignment` rows; ids come
 from an injected counter, so replaying the same tracklets in the same order gives the
@@ -29,11 +34,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 from scipy.special import expit
 
 from sightline.config import FusionConfig, TopologyConfig
 from sightline.fusion.calibration import AppearanceCalibration, height_log_ratio
-from sightline.fusion.evidence import Relation, TrackletView, TransitTable, relate
+from sightline.fusion.evidence import (
+    Relation,
+    TrackletView,
+    TransitTable,
+    relate,
+    relation_matrix,
+)
+from sightline.fusion.recluster import cluster, components
 from sightline.tracking.core import IdCounter
 from sightline.tracking.tracklets import Tracklet
 
@@ -155,6 +168,8 @@ class Fuser:
         self._slots = _Slots()
         self._now = float("-inf")
         self._last_expiry = float("-inf")
+        self._last_recluster = float("-inf")
+        self._dirty: set[str] = set()  # tracklets placed since the last re-clustering
         self._seq = 0
         # what the last ingest call changed (the store keeps the full history)
         self.last_events: list[FusionEvent] = []
@@ -177,8 +192,12 @@ class Fuser:
                 continue
             self._now = max(self._now, view.t_end)
             self._place(view)
+            self._dirty.add(view.tracklet_id)
             if self._now - self._last_expiry >= _EXPIRY_EVERY_S:
                 self._expire()
+            every = self.config.recluster_every_s
+            if every > 0 and self._now - self._last_recluster >= every:
+                self._recluster()
         return self._assignments
 
     def known_version(self, tracklet_id: str) -> int:
@@ -313,13 +332,19 @@ class Fuser:
     ) -> np.ndarray:
         """Match probability of ``view``-like (``height``) against tracklets with cosine
         ``similarity`` and ``heights``: appearance log-odds plus the height evidence."""
+        return expit(self._log_odds(similarity, height, heights))
+
+    def _log_odds(
+        self, similarity: np.ndarray, height: np.ndarray | float, heights: np.ndarray
+    ) -> np.ndarray:
+        """Match log-odds: calibrated appearance plus the height evidence."""
         log_odds = self.calibration.log_odds(similarity)
         c = self.config
         if c.use_height:
             log_odds = log_odds + height_log_ratio(
                 heights, height, c.height_noise_m, c.height_spread_m, c.height_outlier_probability
             )
-        return expit(log_odds)
+        return log_odds
 
     def _looks_like(self, view: TrackletView, person: Person) -> float:
         """Calibrated probability that ``view`` is the person (best tracklet)."""
@@ -361,6 +386,96 @@ class Fuser:
         if before:
             last = max(before, key=lambda v: v.t_end)
             self.transits.observe(last.camera_id, view.camera_id, view.t_start - last.t_end)
+
+    # ------------------------------------------------------------------ re-clustering
+
+    def _recluster(self) -> None:
+        """Cluster the people around the tracklets placed since the last time again, all
+        at once, and move tracklets to match (ids kept where the groups overlap)."""
+        self._last_recluster = self._now
+        people = self._recluster_scope()
+        self._dirty.clear()
+        views = [v for p in people for _, v in sorted(p.tracklets.items())]
+        if len(people) < 1 or len(views) < 2:
+            return
+        c = self.config
+        embeddings = np.stack([v.embedding for v in views])
+        heights = np.array([v.height_m for v in views])
+        log_odds = self._log_odds(embeddings @ embeddings.T, heights[:, None], heights[None, :])
+        # geometry is compared frame by frame only where appearance (plus the bonus for
+        # being seen together) could ever join two tracklets: within one component
+        reachable = components(log_odds + c.together_log_odds > c.recluster_min_log_odds)
+        needed = reachable[:, None] == reachable[None, :]
+        conflict, same = relation_matrix(views, c, self.transits, needed)
+        groups = cluster(log_odds + c.together_log_odds * same, conflict, c.recluster_min_log_odds)
+        # each group keeps the id of the person it shares most observations with
+        weight = np.zeros((len(groups), len(people)))
+        column = {p.global_id: i for i, p in enumerate(people)}
+        for g, members in enumerate(groups):
+            for i in members:
+                weight[g, column[self._owner[views[i].tracklet_id]]] += len(views[i].ts)
+        rows, cols = linear_sum_assignment(weight, maximize=True)
+        keeps = {
+            int(g): people[int(p)] for g, p in zip(rows, cols, strict=True) if weight[g, p] > 0
+        }
+        for g, members in enumerate(groups):
+            self._regroup([views[i] for i in members], keeps.get(g))
+
+    def _recluster_scope(self) -> list[Person]:
+        """The people to cluster again: those owning a tracklet placed since the last
+        time that is *unsettled*, and the people it could join (appearance, or appearance
+        plus the bonus for being seen together).
+
+        A new tracklet is settled when it could join no other person and matches every
+        tracklet of its own: clustering again could not change its person then.
+        """
+        s, c = self._slots, self.config
+        slots = np.array([s.slot_of[t] for t in sorted(self._dirty) if t in s.slot_of], np.int64)
+        if not len(slots):
+            return []
+        live = s.valid[: s.top]
+        log_odds = self._log_odds(
+            s.emb[slots] @ s.emb[: s.top].T, s.height[slots, None], s.height[None, : s.top]
+        )
+        reach = (log_odds + c.together_log_odds > c.recluster_min_log_odds) & live
+        own = (s.owner[: s.top] == s.owner[slots, None]) & live
+        itself = (np.arange(len(slots)), slots)
+        own[itself] = reach[itself] = False
+        settled = ~(reach & ~own).any(axis=1) & ~(own & (log_odds <= c.recluster_min_log_odds)).any(
+            axis=1
+        )
+        unsettled = ~settled
+        if not unsettled.any():
+            return []
+        owners = set(s.owner[slots[unsettled]].tolist()) | set(
+            s.owner[: s.top][reach[unsettled].any(axis=0)].tolist()
+        )
+        return [self._by_number[n] for n in sorted(owners) if n in self._by_number]
+
+    def _regroup(self, views: list[TrackletView], keep: Person | None) -> None:
+        """Make ``views`` one person: ``keep`` (if given) or a new one; each person the
+        tracklets come from is merged in whole, or split."""
+        target = keep
+        sources: dict[str, list[TrackletView]] = {}
+        for view in views:
+            owner = self._owner[view.tracklet_id]
+            if target is None or owner != target.global_id:
+                sources.setdefault(owner, []).append(view)
+        if not sources:
+            return
+        if target is None:
+            number = self._ids()
+            target = self.people[f"p{number:06d}"] = Person(f"p{number:06d}", number)
+            self._by_number[number] = target
+        gid = target.global_id
+        for source, moved in sorted(sources.items()):
+            whole = len(moved) == len(self.people[source].tracklets)
+            kind = "merge" if whole else "split"
+            tids = tuple(v.tracklet_id for v in moved)
+            self._event(self._now, kind, (gid, source), tids, "re-clustered")
+            for view in moved:
+                self._remove(view.tracklet_id)
+                self._add(view, target, f"re-clustered from {source}")
 
     # ------------------------------------------------------------------ bookkeeping
 

@@ -18,7 +18,7 @@ import numpy as np
 from sightline.config import FusionConfig, TopologyConfig
 from sightline.tracking.tracklets import Tracklet
 
-__all__ = ["Relation", "TrackletView", "TransitTable", "relate"]
+__all__ = ["Relation", "TrackletView", "TransitTable", "relate", "relation_matrix"]
 
 _ENDS = 5  # frames averaged for a tracklet's first and last position
 
@@ -176,3 +176,56 @@ def relate(
     if end > start or (end == start and a.camera_id == b.camera_id):
         return _shared_time(a, b, start, end, config)
     return _one_after_the_other(a, b, config, transits)
+
+
+def relation_matrix(
+    views: list[TrackletView],
+    config: FusionConfig,
+    transits: TransitTable,
+    needed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (N, N) matrices ``(conflict, same)``: what :func:`relate` says of each pair.
+
+    Pairs that follow each other (most of them) are judged in bulk from the arrays of
+    start and end times and positions; only pairs sharing time across two cameras need
+    :func:`relate`'s frame-by-frame comparison, and only those where the boolean
+    ``needed`` matrix (if given) is set get it; the others are neither conflict nor same.
+    """
+    n = len(views)
+    conflict = np.zeros((n, n), bool)
+    same = np.zeros((n, n), bool)
+    if n < 2:
+        return conflict, same
+    t0 = np.array([v.t_start for v in views])
+    t1 = np.array([v.t_end for v in views])
+    start = np.stack([v.start_xy for v in views])
+    end = np.stack([v.end_xy for v in views])
+    cameras = sorted({v.camera_id for v in views})
+    cam = np.array([cameras.index(v.camera_id) for v in views])
+    # row i before column j: gap and walk from i's end to j's start
+    gap = t0[None, :] - t1[:, None]
+    walked = np.hypot(start[None, :, 0] - end[:, None, 0], start[None, :, 1] - end[:, None, 1])
+    speed = transits.topology.max_walking_speed_mps
+    limit = np.full((len(cameras), len(cameras)), np.inf)
+    for i, a in enumerate(cameras):
+        for j, b in enumerate(cameras):
+            configured = transits.max_transit(a, b)
+            if configured is not None:
+                limit[i, j] = configured + config.transit_slack_s
+    before = gap >= 0
+    too_far = (walked > speed * gap + config.position_slack_m) | (gap > limit[cam][:, cam])
+    follows = before & too_far
+    conflict |= follows | follows.T
+    # shared time: relate() compares positions frame by frame (one shared frame counts
+    # within one camera)
+    shared = np.minimum(t1[:, None], t1[None, :]) - np.maximum(t0[:, None], t0[None, :])
+    same_camera = cam[:, None] == cam[None, :]
+    overlapping = (shared > 0) | ((shared == 0) & same_camera)
+    np.fill_diagonal(overlapping, False)
+    conflict |= overlapping & same_camera
+    compare = overlapping & ~same_camera if needed is None else overlapping & ~same_camera & needed
+    for i, j in zip(*np.nonzero(np.triu(compare)), strict=True):
+        relation = relate(views[i], views[j], config, transits)
+        conflict[i, j] = conflict[j, i] = relation is Relation.CONFLICT
+        same[i, j] = same[j, i] = relation is Relation.SAME
+    return conflict, same
