@@ -195,3 +195,6 @@ def test_bench_runs_small():
     result = bench_fusion((200, 400), window=100)
     assert [r["history_tracklets"] for r in result["results"]] == [200, 400]
     assert all(r["tracklets_per_s"] > 0 for r in result["results"])
+    baseline = result["without_reclustering"]
+    assert [r["history_tracklets"] for r in baseline] == [200, 400]
+    assert len(result["rate_ratio_with_over_without_reclustering"]) == 2

@@ -338,13 +338,18 @@ class Fuser:
         self, similarity: np.ndarray, height: np.ndarray | float, heights: np.ndarray
     ) -> np.ndarray:
         """Match log-odds: calibrated appearance plus the height evidence."""
-        log_odds = self.calibration.log_odds(similarity)
+        return self.calibration.log_odds(similarity) + self._height_term(height, heights)
+
+    def _height_term(
+        self, height: np.ndarray | float, heights: np.ndarray | float
+    ) -> np.ndarray | float:
+        """The height evidence added to the appearance log-odds (0 when not used)."""
         c = self.config
-        if c.use_height:
-            log_odds = log_odds + height_log_ratio(
-                heights, height, c.height_noise_m, c.height_spread_m, c.height_outlier_probability
-            )
-        return log_odds
+        if not c.use_height:
+            return 0.0
+        return height_log_ratio(
+            heights, height, c.height_noise_m, c.height_spread_m, c.height_outlier_probability
+        )
 
     def _looks_like(self, view: TrackletView, person: Person) -> float:
         """Calibrated probability that ``view`` is the person (best tracklet)."""
@@ -433,24 +438,31 @@ class Fuser:
         slots = np.array([s.slot_of[t] for t in sorted(self._dirty) if t in s.slot_of], np.int64)
         if not len(slots):
             return []
-        live = s.valid[: s.top]
-        log_odds = self._log_odds(
-            s.emb[slots] @ s.emb[: s.top].T, s.height[slots, None], s.height[None, : s.top]
+        appearance = self.calibration.log_odds(s.emb[slots] @ s.emb[: s.top].T)
+        # the height term is computed only where it could matter: for the new tracklets'
+        # own people, and where appearance plus the largest height term could link
+        owners = s.owner[: s.top]
+        own = (owners == owners[slots, None]) & s.valid[: s.top]
+        most = float(self._height_term(0.0, 0.0))  # equal heights: the largest term
+        near = appearance + max(most, 0.0) + c.together_log_odds > c.recluster_min_log_odds
+        cols = np.flatnonzero(s.valid[: s.top] & (near | own).any(axis=0))
+        log_odds = appearance[:, cols] + self._height_term(
+            s.height[slots, None], s.height[None, cols]
         )
-        reach = (log_odds + c.together_log_odds > c.recluster_min_log_odds) & live
-        own = (s.owner[: s.top] == s.owner[slots, None]) & live
-        itself = (np.arange(len(slots)), slots)
-        own[itself] = reach[itself] = False
+        own = own[:, cols]
+        reach = log_odds + c.together_log_odds > c.recluster_min_log_odds
+        itself = cols[None, :] == slots[:, None]
+        own &= ~itself
+        reach &= ~itself
         settled = ~(reach & ~own).any(axis=1) & ~(own & (log_odds <= c.recluster_min_log_odds)).any(
             axis=1
         )
         unsettled = ~settled
         if not unsettled.any():
             return []
-        owners = set(s.owner[slots[unsettled]].tolist()) | set(
-            s.owner[: s.top][reach[unsettled].any(axis=0)].tolist()
-        )
-        return [self._by_number[n] for n in sorted(owners) if n in self._by_number]
+        found = set(owners[slots[unsettled]].tolist())
+        found |= set(owners[cols[reach[unsettled].any(axis=0)]].tolist())
+        return [self._by_number[n] for n in sorted(found) if n in self._by_number]
 
     def _regroup(self, views: list[TrackletView], keep: Person | None) -> None:
         """Make ``views`` one person: ``keep`` (if given) or a new one; each person the
