@@ -401,7 +401,7 @@ class Fuser:
         people = self._recluster_scope()
         self._dirty.clear()
         views = [v for p in people for _, v in sorted(p.tracklets.items())]
-        if len(people) < 1 or len(views) < 2:
+        if len(views) < 2:
             return
         c = self.config
         embeddings = np.stack([v.embedding for v in views])
@@ -454,10 +454,9 @@ class Fuser:
         itself = cols[None, :] == slots[:, None]
         own &= ~itself
         reach &= ~itself
-        settled = ~(reach & ~own).any(axis=1) & ~(own & (log_odds <= c.recluster_min_log_odds)).any(
-            axis=1
-        )
-        unsettled = ~settled
+        joins_another = (reach & ~own).any(axis=1)
+        weak_in_own = (own & (log_odds <= c.recluster_min_log_odds)).any(axis=1)
+        unsettled = joins_another | weak_in_own
         if not unsettled.any():
             return []
         found = set(owners[slots[unsettled]].tolist())
