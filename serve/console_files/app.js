@@ -1413,6 +1413,8 @@ ${routes}
   async function loadCameras(section, refresh) {
     try {
       const cameras = await api("cameras");
+      // a refresh that was already under way must not wipe a pending "confirm remove"
+      if (section.querySelector(".confirm-remove")) return;
       const table = h("table", { id: "camera-table" },
         h("thead", {}, h("tr", {}, ["Camera", "State", "fps in", "fps out", "Lag (s)", "Drops", "Decode errors", "Reconnects", "Last frame", "Progress", ""].map((t) => h("th", { scope: "col", text: t })))),
         h("tbody", {}, cameras.map((c) => {
@@ -1443,6 +1445,7 @@ ${routes}
       const yes = h("button", { type: "button", class: "danger confirm-remove", text: `Yes, remove ${cameraId}` });
       const no = h("button", { type: "button", text: "Cancel" });
       yes.addEventListener("click", async () => {
+        clear(cell).append(h("span", { class: "busy", text: "Removing…" }));
         try {
           await api(`cameras/${encodeURIComponent(cameraId)}`, { method: "DELETE" });
           toast(`Camera ${cameraId} removed.`);
