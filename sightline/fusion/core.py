@@ -192,12 +192,13 @@ class Fuser:
                 continue
             self._now = max(self._now, view.t_end)
             self._place(view)
-            self._dirty.add(view.tracklet_id)
             if self._now - self._last_expiry >= _EXPIRY_EVERY_S:
                 self._expire()
             every = self.config.recluster_every_s
-            if every > 0 and self._now - self._last_recluster >= every:
-                self._recluster()
+            if every > 0:  # with re-clustering off, nothing may pile up in _dirty
+                self._dirty.add(view.tracklet_id)
+                if self._now - self._last_recluster >= every:
+                    self._recluster()
         return self._assignments
 
     def known_version(self, tracklet_id: str) -> int:

@@ -201,7 +201,8 @@ def relation_matrix(
     start = np.stack([v.start_xy for v in views])
     end = np.stack([v.end_xy for v in views])
     cameras = sorted({v.camera_id for v in views})
-    cam = np.array([cameras.index(v.camera_id) for v in views])
+    index = {camera: i for i, camera in enumerate(cameras)}
+    cam = np.array([index[v.camera_id] for v in views])
     # row i before column j: gap and walk from i's end to j's start
     gap = t0[None, :] - t1[:, None]
     walked = np.hypot(start[None, :, 0] - end[:, None, 0], start[None, :, 1] - end[:, None, 1])
