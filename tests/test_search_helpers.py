@@ -8,12 +8,30 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from sightline.search import SearchQuery
+from sightline.fusion.calibration import AppearanceCalibration
+from sightline.search import SearchCalibration, SearchQuery
 from sightline.tracking.sink import TRACKLET_SCHEMA, tracklets_frame
 from sightline.tracking.tracklets import Tracklet
 
 T0 = datetime(2024, 5, 1, 14, 0, 0, tzinfo=UTC).timestamp()
 DIM = 16
+
+# The synthetic vectors of the search tests were laid out against the calibrations of the
+# first built-in re-ID weights; pinned here so retraining the model does not move them.
+CCTV_CALIBRATION = AppearanceCalibration(slope=14.054, intercept=-6.158, source="tests")
+PHOTO_CALIBRATION = AppearanceCalibration(slope=11.935, intercept=-6.160, source="tests")
+SYNTHETIC_CALIBRATION = SearchCalibration(CCTV_CALIBRATION)
+"""A search calibration with the CCTV-pair constants the synthetic vectors assume."""
+
+
+def pin_photo_calibration(monkeypatch, folder: Path) -> None:
+    """Make :meth:`SearchCalibration.load` (the searches' default) use
+    :data:`PHOTO_CALIBRATION` instead of the committed photo calibration."""
+    from sightline.search import scoring
+
+    path = Path(folder) / "photo_calibration.json"
+    PHOTO_CALIBRATION.save(path)
+    monkeypatch.setattr(scoring, "DEFAULT_PHOTO_CALIBRATION", path)
 
 
 def person_vector(person: int, dim: int = DIM) -> np.ndarray:

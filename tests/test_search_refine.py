@@ -8,7 +8,20 @@ import pytest
 from sightline.search import refine, search_store, search_tracklets
 from sightline.search.refine import expansion_vectors
 from sightline.store import TrackStore
-from tests.test_search_helpers import DIM, T0, frame_of, identities_of, make_tracklet, query
+from tests.test_search_helpers import (
+    DIM,
+    T0,
+    frame_of,
+    identities_of,
+    make_tracklet,
+    pin_photo_calibration,
+    query,
+)
+
+
+@pytest.fixture(autouse=True)
+def _calibration_the_scene_assumes(monkeypatch, tmp_path):
+    pin_photo_calibration(monkeypatch, tmp_path)
 
 
 def near(*values: float, n: int = 3, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sightline.fusion.calibration import DEFAULT_CALIBRATION, AppearanceCalibration
+from sightline.fusion.calibration import AppearanceCalibration
 from sightline.search import SearchCalibration, search_tracklets
 from sightline.search.photos import encode_photo
 from sightline.search.scoring import (
@@ -19,10 +19,17 @@ from sightline.search.scoring import (
     height_probability,
     score_tracklets,
 )
-from tests.test_search_helpers import DIM, frame_of, make_tracklet, person_vector, query
+from tests.test_search_helpers import (
+    DIM,
+    SYNTHETIC_CALIBRATION,
+    frame_of,
+    make_tracklet,
+    person_vector,
+    query,
+)
 
 # the CCTV-pair calibration these synthetic vectors were laid out against
-CAL = SearchCalibration.load(DEFAULT_CALIBRATION)
+CAL = SYNTHETIC_CALIBRATION
 
 
 def unit(*values: float) -> list[float]:
@@ -63,9 +70,14 @@ def test_calibrated_probability_uses_the_search_prior():
 
 
 def test_default_threshold_is_a_high_cosine():
+    """With the committed photo calibration the default open-set threshold sits at a
+    cosine well above what strangers score (about 0 on the validation site) and below a
+    near copy."""
     from sightline.search.query import DEFAULT_MIN_CONFIDENCE
 
-    assert 0.6 < CAL.similarity_at(0.5) < CAL.similarity_at(DEFAULT_MIN_CONFIDENCE) < 0.95
+    committed = SearchCalibration.load()
+    at_threshold = committed.similarity_at(DEFAULT_MIN_CONFIDENCE)
+    assert 0.5 < committed.similarity_at(0.5) < at_threshold < 0.95
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from sightline.fusion.calibration import DEFAULT_CALIBRATION
-from sightline.search import SearchCalibration, SearchQueryError, WatchList
+from sightline.search import SearchQueryError, WatchList
 from sightline.search.photos import encode_photo
 from sightline.search.query import DEFAULT_MIN_CONFIDENCE
-from tests.test_search_helpers import DIM, T0, make_tracklet, person_vector, query
+from tests.test_search_helpers import (
+    DIM,
+    SYNTHETIC_CALIBRATION,
+    T0,
+    make_tracklet,
+    person_vector,
+    query,
+)
 
 LATER = T0 + 600  # tracklets arrive after the window start
 
@@ -22,7 +28,7 @@ def photo_of(person: int) -> list[list[float]]:
 
 def watch_list(**kwargs: object) -> WatchList:
     counter = iter(range(1, 1000))
-    kwargs.setdefault("calibration", SearchCalibration.load(DEFAULT_CALIBRATION))
+    kwargs.setdefault("calibration", SYNTHETIC_CALIBRATION)
     return WatchList(clock=lambda: 1234.5, new_id=lambda: f"w{next(counter)}", **kwargs)
 
 

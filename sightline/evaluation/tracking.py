@@ -625,9 +625,12 @@ def held_out_site(
     preset: str, seed: int, data_dir: Path, detector_weights: Path | None = None
 ) -> HeldOutSite:
     """Site (preset, seed), rendered into ``data_dir`` if missing; refuses a seed the
-    weights were trained or validated on."""
+    weights (detector or built-in re-ID) were trained or validated on."""
+    from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS, load_embedder_weights
+
     detector, meta, weights_path = _load_detector(detector_weights)
     _check_held_out(seed, meta)
+    _check_held_out(seed, load_embedder_weights(DEFAULT_REID_WEIGHTS)[1])
     site = ensure_site(data_dir, preset, seed)
     return HeldOutSite(
         site, load_site_config(site / "site.yaml"), detector, weights_key(weights_path)

@@ -5,6 +5,11 @@ evaluation (``sightline eval``) refuses any seed a model was trained or validate
 """
 
 TRAIN_SEEDS = (1001, 1002, 1003, 1004, 1005, 1006, 1008, 1009, 1010, 1011)
+"""Seeds of the ``small`` sites every built-in model trains on."""
 VALIDATION_SEED = 1007
+"""The ``small`` site that validates (and calibrates) them."""
+REID_DEFAULT_SEEDS = (1012, 1013, 1014, 1015)
+"""``default`` sites the re-ID model also trains on: more people per site, more
+look-alikes and more cameras than the small sites."""
 
-__all__ = ["TRAIN_SEEDS", "VALIDATION_SEED"]
+__all__ = ["REID_DEFAULT_SEEDS", "TRAIN_SEEDS", "VALIDATION_SEED"]

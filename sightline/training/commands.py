@@ -10,11 +10,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sightline.models.builtin_detector import DEFAULT_DETECTOR_WEIGHTS
 from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
-from sightline.training.data import DetectionSamples, load_detection_samples, load_reid_crops
+from sightline.training import REID_DEFAULT_SEEDS, TRAIN_SEEDS, VALIDATION_SEED
+from sightline.training.data import (
+    DetectionSamples,
+    concat_crops,
+    load_detection_samples,
+    load_reference_crops,
+    load_reid_crops,
+)
 from sightline.training.detector import INPUT_WIDTH, DetectorTrainConfig, train_detector
 from sightline.training.report import write_report
 from sightline.training.sites import ensure_site
@@ -63,12 +70,12 @@ def run_train_detector(
     return _finish("detector", net, meta, result, out, report_dir, train_frames=len(train.frames))
 
 
-def _meta(cfg: Any, **arch: Any) -> dict[str, Any]:
+def _meta(cfg: Any, extra_seeds: tuple[int, ...] = (), **arch: Any) -> dict[str, Any]:
     """What a weights file records: architecture, training data and settings."""
     return {
         **arch,
         "train_preset": TRAIN_PRESET,
-        "train_seeds": list(TRAIN_SEEDS),
+        "train_seeds": list(TRAIN_SEEDS) + list(extra_seeds),
         "validation_seed": VALIDATION_SEED,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": asdict(cfg),
@@ -106,22 +113,32 @@ def run_train_reid(
     report_dir: Path | None = None,
     iterations: int | None = None,
 ) -> dict[str, Any]:
-    """Train the built-in re-ID embedder on people of the training seeds."""
+    """Train the built-in re-ID embedder on people (CCTV crops and reference photos) of the
+    small training sites and the :data:`REID_DEFAULT_SEEDS` default sites."""
+    from sightline.evaluation.tracking import _load_detector
     from sightline.training.reid import ReidTrainConfig, train_reid
 
     cfg = ReidTrainConfig() if iterations is None else ReidTrainConfig(iterations=iterations)
     out = Path(out or DEFAULT_REID_WEIGHTS)
     report_dir = Path(report_dir or out.parent / "reports")
-    train_sites = [ensure_site(data_dir, TRAIN_PRESET, s) for s in TRAIN_SEEDS]
-    val_site = ensure_site(data_dir, TRAIN_PRESET, VALIDATION_SEED)
-    _log("cropping people of the training sites ...")
-    train = [
-        load_reid_crops(s, per_track=cfg.crops_per_track, margin=0.08, size=(138, 70))
-        for s in train_sites
+    train_sites = [ensure_site(data_dir, TRAIN_PRESET, s) for s in TRAIN_SEEDS] + [
+        ensure_site(data_dir, "default", s) for s in REID_DEFAULT_SEEDS
     ]
-    validation = load_reid_crops(val_site, min_visibility=0.5, per_track=5)
+    val_site = ensure_site(data_dir, TRAIN_PRESET, VALIDATION_SEED)
+    detector, _, _ = _load_detector(None)
+    train = []
+    for site in tqdm(train_sites, desc="cropping people", unit="site", file=sys.stderr):
+        cctv = load_reid_crops(site, per_track=cfg.crops_per_track, margin=0.08, size=(138, 70))
+        photos = load_reference_crops(site, detector.detect, margin=0.08, size=(138, 70))
+        train.append(concat_crops([cctv, photos]))
+    validation = concat_crops(
+        [
+            load_reid_crops(val_site, min_visibility=0.5, per_track=5),
+            load_reference_crops(val_site, detector.detect),
+        ]
+    )
     net, result = train_reid(train, validation, cfg, log=_log)
-    meta = _meta(cfg, dim=net.dim, width=32)
+    meta = _meta(cfg, REID_DEFAULT_SEEDS, dim=net.dim, width=32)
     return _finish(
         "reid",
         net,

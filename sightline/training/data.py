@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -13,13 +14,19 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 __all__ = [
+    "PHOTO_CAMERA",
     "DetectionSamples",
     "ReidCrops",
+    "concat_crops",
     "load_detection_samples",
+    "load_reference_crops",
     "load_reid_crops",
     "read_frames",
     "resize_frames",
 ]
+
+PHOTO_CAMERA = "photo"
+"""The camera id reference-photo crops carry in :class:`ReidCrops`."""
 
 
 def read_frames(video: Path, keep: set[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -145,3 +152,40 @@ def load_reid_crops(
                 pids.append(row["person_id"])
                 cams.append(video.stem)
     return ReidCrops(np.stack(crops), np.array(pids, np.int64), np.array(cams))
+
+
+def load_reference_crops(
+    site: Path,
+    detect: Callable[[np.ndarray], list[Any]],
+    margin: float = 0.0,
+    size: tuple[int, int] = (128, 64),
+) -> ReidCrops:
+    """Each person's ``reference/pNNNN.png``, cropped to the person as search crops a photo.
+
+    ``detect`` is a detector's batch call; :func:`~sightline.search.photos.person_box`
+    finds the person (the whole photo when it finds nobody). The camera id is
+    :data:`PHOTO_CAMERA`.
+    """
+    from PIL import Image
+
+    from sightline.search.photos import person_box
+
+    crops, pids = [], []
+    for path in sorted((Path(site) / "reference").glob("p*.png")):
+        image = np.array(Image.open(path).convert("RGB"))
+        found = person_box(image, detect)
+        box = found[0] if found is not None else np.array([0, 0, image.shape[1], image.shape[0]])
+        crops.append(_crop(image, np.asarray(box, np.float32), margin, size))
+        pids.append(int(path.stem[1:]))
+    if not crops:
+        raise ValueError(f"{site}: no reference photos (reference/pNNNN.png)")
+    return ReidCrops(np.stack(crops), np.array(pids, np.int64), np.full(len(pids), PHOTO_CAMERA))
+
+
+def concat_crops(parts: list[ReidCrops]) -> ReidCrops:
+    """One :class:`ReidCrops` holding every crop of ``parts`` (ids are kept as they are)."""
+    return ReidCrops(
+        np.concatenate([p.crops for p in parts]),
+        np.concatenate([p.person_ids for p in parts]),
+        np.concatenate([p.camera_ids.astype(str) for p in parts]),
+    )

@@ -4,7 +4,8 @@ For every person of the training sites: the reference photo (cropped to the pers
 the built-in detector, as search crops it) is embedded, and so are up to 12 CCTV crops
 per camera from the ground-truth boxes. :func:`~sightline.search.photo_adapter.fit_photo_adapter`
 fits the map for a few ridge strengths; the validation site (never used for training)
-picks the strength with the best mean margin (the true person's score minus the best
+picks the strength with the best mean margin, or no map at all (the identity) when none
+beats the embedder's own photo vectors (the true person's score minus the best
 other person's, the score being the search's: the mean of the two best crop cosines),
 and then fits the calibration of that score (:func:`~sightline.fusion.calibration.fit_calibration`)
 over its (photo, person) pairs. Both are written beside the built-in weights.
@@ -103,12 +104,16 @@ def train_photo_adapter(
     targets = np.stack([c.mean(axis=0) for s in train for c in s.crops])
     sha = hashlib.sha256(Path(DEFAULT_REID_WEIGHTS).read_bytes()).hexdigest()
     trials = {"none": _quality(_scores(valid.photos, valid.crops))}
-    fitted = {}
+    fitted: dict[float | None, PhotoAdapter] = {}
     for ridge in RIDGES:
         adapter = PhotoAdapter(fit_photo_adapter(photos, targets, ridge), sha)
         fitted[ridge] = adapter
         trials[str(ridge)] = _quality(_scores(adapter.apply(valid.photos), valid.crops))
-    best = max(RIDGES, key=lambda r: (trials[str(r)]["mean_margin"], r))
+    best: float | None = max(RIDGES, key=lambda r: (trials[str(r)]["mean_margin"], r))
+    if trials["none"]["mean_margin"] >= trials[str(best)]["mean_margin"]:
+        # the embedder already maps photos well (it saw photos in training): no map
+        best = None
+        fitted[None] = PhotoAdapter(np.eye(photos.shape[1]), sha)
     scores = _scores(fitted[best].apply(valid.photos), valid.crops)
     same = np.eye(len(scores), dtype=bool)
     calibration = fit_calibration(
