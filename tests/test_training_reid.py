@@ -128,3 +128,14 @@ def test_photo_metrics_skip_people_with_no_crops():
         np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1, 7]), crops, np.array([1, 2])
     )
     assert out == {"rank1": 1.0, "mean_margin": pytest.approx(1.0), "photos": 1}
+
+
+def test_photo_adapter_validation_pools_sites_each_against_its_own_people():
+    from sightline.training.photo_adapter import _quality
+
+    small = np.array([[0.9, 0.2], [0.1, 0.8]])  # both right, margins 0.7 and 0.7
+    default = np.array([[0.5, 0.6, 0.1], [0.2, 0.9, 0.3], [0.0, 0.1, 0.7]])
+    out = _quality([small, default])
+    assert out["rank1"] == pytest.approx(4 / 5)  # the first photo of `default` misses
+    margins = [0.7, 0.7, -0.1, 0.6, 0.6]
+    assert out["mean_margin"] == pytest.approx(round(float(np.mean(margins)), 4))

@@ -12,4 +12,8 @@ REID_DEFAULT_SEEDS = (1012, 1013, 1014, 1015)
 """``default`` sites the re-ID model also trains on: more people per site, more
 look-alikes and more cameras than the small sites."""
 
-__all__ = ["REID_DEFAULT_SEEDS", "TRAIN_SEEDS", "VALIDATION_SEED"]
+DEFAULT_VALIDATION_SEED = 1016
+"""A ``default`` site no model trains on; with seed 1007 it validates the photo adapter
+and fits the photo calibration."""
+
+__all__ = ["DEFAULT_VALIDATION_SEED", "REID_DEFAULT_SEEDS", "TRAIN_SEEDS", "VALIDATION_SEED"]

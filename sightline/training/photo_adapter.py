@@ -3,12 +3,13 @@
 For every person of the training sites: the reference photo (cropped to the person with
 the built-in detector, as search crops it) is embedded, and so are up to 12 CCTV crops
 per camera from the ground-truth boxes. :func:`~sightline.search.photo_adapter.fit_photo_adapter`
-fits the map for a few ridge strengths; the validation site (never used for training)
-picks the strength with the best mean margin, or no map at all (the identity) when none
-beats the embedder's own photo vectors (the true person's score minus the best
-other person's, the score being the search's: the mean of the two best crop cosines),
-and then fits the calibration of that score (:func:`~sightline.fusion.calibration.fit_calibration`)
-over its (photo, person) pairs. Both are written beside the built-in weights.
+fits the map for a few ridge strengths. The validation sites (:data:`PHOTO_VALIDATION_SITES`,
+never used for training) pick the strength with the best mean margin (the true person's
+score minus the best other person's on the same site, the score being the search's: the
+mean of the two best crop cosines), or no map at all (the identity) when none beats the
+embedder's own photo vectors. Then the calibration of that score
+(:func:`~sightline.fusion.calibration.fit_calibration`) is fitted over their (photo,
+person) pairs. Both are written beside the built-in weights.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ from sightline.search.photo_adapter import DEFAULT_PHOTO_ADAPTER, PhotoAdapter, 
 from sightline.search.photos import person_box
 from sightline.search.scoring import DEFAULT_PHOTO_CALIBRATION
 from sightline.tracking.tracklets import crop_box
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
+from sightline.training import DEFAULT_VALIDATION_SEED, TRAIN_SEEDS, VALIDATION_SEED
 from sightline.training.data import load_reid_crops
 from sightline.training.sites import ensure_site
 
-__all__ = ["DEFAULT_PHOTO_CALIBRATION", "RIDGES", "train_photo_adapter"]
+__all__ = ["DEFAULT_PHOTO_CALIBRATION", "PHOTO_VALIDATION_SITES", "RIDGES", "train_photo_adapter"]
 
 RIDGES = (0.3, 1.0, 3.0, 10.0, 30.0)
+PHOTO_VALIDATION_SITES = (("small", VALIDATION_SEED), ("default", DEFAULT_VALIDATION_SEED))
+"""Sites no model trains on that choose the map and fit the photo calibration. The
+``default`` site matters: its 80 people include look-alikes, whose photo scores set
+how confident a stranger's best match may look; 20 people of a small site did not."""
 _TOP_K = 2  # as the search scores a tracklet: the mean of its two best samples
 
 
@@ -72,9 +77,12 @@ def _scores(photos: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _quality(scores: np.ndarray) -> dict[str, float]:
-    true = np.diag(scores)
-    others = np.where(np.eye(len(scores), dtype=bool), -np.inf, scores).max(axis=1)
+def _quality(per_site: list[np.ndarray]) -> dict[str, float]:
+    """Rank-1 and margins over the photos of every site (each against its own people)."""
+    true = np.concatenate([np.diag(scores) for scores in per_site])
+    others = np.concatenate(
+        [np.where(np.eye(len(s), dtype=bool), -np.inf, s).max(axis=1) for s in per_site]
+    )
     return {
         "rank1": round(float((true > others).mean()), 4),
         "mean_margin": round(float((true - others).mean()), 4),
@@ -97,33 +105,43 @@ def train_photo_adapter(
         train.append(
             _site_people(ensure_site(data_dir, "small", seed), embedder.embed, detector.detect)
         )
-    valid = _site_people(
-        ensure_site(data_dir, "small", VALIDATION_SEED), embedder.embed, detector.detect
-    )
+    valid = [
+        _site_people(ensure_site(data_dir, preset, seed), embedder.embed, detector.detect)
+        for preset, seed in PHOTO_VALIDATION_SITES
+    ]
     photos = np.concatenate([s.photos for s in train])
     targets = np.stack([c.mean(axis=0) for s in train for c in s.crops])
     sha = hashlib.sha256(Path(DEFAULT_REID_WEIGHTS).read_bytes()).hexdigest()
-    trials = {"none": _quality(_scores(valid.photos, valid.crops))}
+
+    def validation_scores(adapter: PhotoAdapter | None) -> list[np.ndarray]:
+        return [
+            _scores(v.photos if adapter is None else adapter.apply(v.photos), v.crops)
+            for v in valid
+        ]
+
+    trials = {"none": _quality(validation_scores(None))}
     fitted: dict[float | None, PhotoAdapter] = {}
     for ridge in RIDGES:
         adapter = PhotoAdapter(fit_photo_adapter(photos, targets, ridge), sha)
         fitted[ridge] = adapter
-        trials[str(ridge)] = _quality(_scores(adapter.apply(valid.photos), valid.crops))
+        trials[str(ridge)] = _quality(validation_scores(adapter))
     best: float | None = max(RIDGES, key=lambda r: (trials[str(r)]["mean_margin"], r))
     if trials["none"]["mean_margin"] >= trials[str(best)]["mean_margin"]:
         # the embedder already maps photos well (it saw photos in training): no map
         best = None
         fitted[None] = PhotoAdapter(np.eye(photos.shape[1]), sha)
-    scores = _scores(fitted[best].apply(valid.photos), valid.crops)
-    same = np.eye(len(scores), dtype=bool)
+    per_site = validation_scores(fitted[best])
+    sites = ", ".join(f"{preset} seed {seed}" for preset, seed in PHOTO_VALIDATION_SITES)
     calibration = fit_calibration(
-        scores.ravel(), same.ravel(), source=f"photo->CCTV, small seed {VALIDATION_SEED}"
+        np.concatenate([scores.ravel() for scores in per_site]),
+        np.concatenate([np.eye(len(scores), dtype=bool).ravel() for scores in per_site]),
+        source=f"photo->CCTV, {sites}",
     )
     report = {
         "train_seeds": list(TRAIN_SEEDS),
-        "validation_seed": VALIDATION_SEED,
+        "validation_sites": [f"{preset}-{seed}" for preset, seed in PHOTO_VALIDATION_SITES],
         "train_people": len(photos),
-        "validation_people": len(valid.photos),
+        "validation_people": sum(len(v.photos) for v in valid),
         "ridge": best,
         "validation": trials,
         "calibration": {
