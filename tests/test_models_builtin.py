@@ -151,6 +151,9 @@ def test_eval_refuses_training_seeds():
     with pytest.raises(EvaluationError, match="seed 1003"):
         _check_held_out(1003, {"train_seeds": [1001, 1003], "validation_seed": 1007})
     _check_held_out(21, {"train_seeds": [1001, 1003], "validation_seed": 1007})
+    # the site the photo calibration is fitted on is never a held-out site either
+    with pytest.raises(EvaluationError, match="seed 1016"):
+        _check_held_out(1016, {"train_seeds": [1001], "validation_seed": 1007})
 
 
 def test_a_body_part_box_inside_a_taller_person_is_dropped():

@@ -17,7 +17,7 @@ from sightline.evaluation.reid import cross_camera_metrics
 from sightline.models.builtin_detector import DEFAULT_DETECTOR_WEIGHTS, BuiltinDetector
 from sightline.models.builtin_embedder import DEFAULT_REID_WEIGHTS, BuiltinEmbedder
 from sightline.models.core import Detections, DetectorBackend
-from sightline.training import TRAIN_SEEDS, VALIDATION_SEED
+from sightline.training import DEFAULT_VALIDATION_SEED, TRAIN_SEEDS, VALIDATION_SEED
 from sightline.training.data import load_reid_crops, read_frames
 from sightline.training.sites import ensure_site
 
@@ -27,8 +27,10 @@ _EVAL_SCORE_THRESHOLD = 0.05  # AP integrates over scores: keep low-scoring boxe
 
 
 def _check_held_out(seed: int, meta: dict[str, Any]) -> None:
+    # the photo calibration is fitted on DEFAULT_VALIDATION_SEED whatever the weights say
     used = set(meta.get("train_seeds", TRAIN_SEEDS)) | {
-        meta.get("validation_seed", VALIDATION_SEED)
+        meta.get("validation_seed", VALIDATION_SEED),
+        DEFAULT_VALIDATION_SEED,
     }
     if seed in used:
         raise EvaluationError(
