@@ -32,6 +32,7 @@ from sightline.search.scoring import DEFAULT_PHOTO_CALIBRATION
 from sightline.tracking.tracklets import crop_box
 from sightline.training import DEFAULT_VALIDATION_SEED, TRAIN_SEEDS, VALIDATION_SEED
 from sightline.training.data import load_reid_crops
+from sightline.training.reid import photo_person_scores
 from sightline.training.sites import ensure_site
 
 __all__ = ["DEFAULT_PHOTO_CALIBRATION", "PHOTO_VALIDATION_SITES", "RIDGES", "train_photo_adapter"]
@@ -41,7 +42,6 @@ PHOTO_VALIDATION_SITES = (("small", VALIDATION_SEED), ("default", DEFAULT_VALIDA
 """Sites no model trains on that choose the map and fit the photo calibration. The
 ``default`` site matters: its 80 people include look-alikes, whose photo scores set
 how confident a stranger's best match may look; 20 people of a small site did not."""
-_TOP_K = 2  # as the search scores a tracklet: the mean of its two best samples
 
 
 @dataclass
@@ -66,15 +66,6 @@ def _site_people(site: Path, embed: Any, detect: Any) -> _SitePeople:
         photos.append(embed([crop])[0])
         crops.append(vectors[data.person_ids == person])
     return _SitePeople(np.asarray(photos), crops)
-
-
-def _scores(photos: np.ndarray, crops: list[np.ndarray]) -> np.ndarray:
-    """(photo, person) score: mean of the two best crop cosines."""
-    out = np.empty((len(photos), len(crops)))
-    for j, person in enumerate(crops):
-        sims = np.sort(photos @ person.T, axis=1)[:, ::-1][:, :_TOP_K]
-        out[:, j] = sims.mean(axis=1)
-    return out
 
 
 def _quality(per_site: list[np.ndarray]) -> dict[str, float]:
@@ -115,7 +106,7 @@ def train_photo_adapter(
 
     def validation_scores(adapter: PhotoAdapter | None) -> list[np.ndarray]:
         return [
-            _scores(v.photos if adapter is None else adapter.apply(v.photos), v.crops)
+            photo_person_scores(v.photos if adapter is None else adapter.apply(v.photos), v.crops)
             for v in valid
         ]
 

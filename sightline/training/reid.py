@@ -24,9 +24,16 @@ from tqdm import tqdm
 
 from sightline.evaluation.reid import cross_camera_metrics
 from sightline.models.builtin_embedder import CROP_SIZE, BuiltinEmbedder, EmbedderNet
+from sightline.search.scoring import TOP_K_SAMPLES
 from sightline.training.data import PHOTO_CAMERA, ReidCrops
 
-__all__ = ["ReidTrainConfig", "batch_hard_triplet", "photo_metrics", "train_reid"]
+__all__ = [
+    "ReidTrainConfig",
+    "batch_hard_triplet",
+    "photo_metrics",
+    "photo_person_scores",
+    "train_reid",
+]
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,17 @@ def _augment(crops: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
     return torch.as_tensor(out).permute(0, 3, 1, 2).div_(255.0)
 
 
+def photo_person_scores(photos: np.ndarray, crops_by_person: list[np.ndarray]) -> np.ndarray:
+    """``(photo, person)`` scores as search scores a tracklet: the mean of the
+    :data:`~sightline.search.scoring.TOP_K_SAMPLES` best cosines between the photo and
+    the person's crops (all L2-normalised)."""
+    out = np.empty((len(photos), len(crops_by_person)))
+    for j, person in enumerate(crops_by_person):
+        sims = np.sort(photos @ person.T, axis=1)[:, ::-1][:, :TOP_K_SAMPLES]
+        out[:, j] = sims.mean(axis=1)
+    return out
+
+
 def photo_metrics(
     photos: np.ndarray, photo_ids: np.ndarray, crops: np.ndarray, crop_ids: np.ndarray
 ) -> dict[str, float]:
@@ -118,10 +136,7 @@ def photo_metrics(
     cosines. ``rank1``: share of photos whose own person scores highest; ``mean_margin``:
     own score minus the best other person's."""
     people = np.unique(crop_ids)
-    scores = np.empty((len(photos), len(people)))
-    for j, person in enumerate(people):
-        sims = np.sort(photos @ crops[crop_ids == person].T, axis=1)[:, ::-1][:, :2]
-        scores[:, j] = sims.mean(axis=1)
+    scores = photo_person_scores(photos, [crops[crop_ids == person] for person in people])
     keep = np.isin(photo_ids, people)
     own = people.searchsorted(photo_ids[keep])
     rows = scores[keep]
