@@ -27,9 +27,8 @@ from tqdm import tqdm
 
 from sightline.fusion.calibration import fit_calibration
 from sightline.search.photo_adapter import DEFAULT_PHOTO_ADAPTER, PhotoAdapter, fit_photo_adapter
-from sightline.search.photos import person_box
+from sightline.search.photos import embed_photos
 from sightline.search.scoring import DEFAULT_PHOTO_CALIBRATION
-from sightline.tracking.tracklets import crop_box
 from sightline.training import DEFAULT_VALIDATION_SEED, TRAIN_SEEDS, VALIDATION_SEED
 from sightline.training.data import load_reid_crops
 from sightline.training.reid import photo_person_scores
@@ -55,17 +54,15 @@ def _site_people(site: Path, embed: Any, detect: Any) -> _SitePeople:
     vectors = np.concatenate(
         [embed(list(data.crops[i : i + 256])) for i in range(0, len(data.crops), 256)]
     )
-    photos, crops = [], []
+    images, crops = [], []
     for person in np.unique(data.person_ids):
         path = site / "reference" / f"p{int(person):04d}.png"
         if not path.is_file():
             continue
-        image = np.asarray(Image.open(path).convert("RGB"))
-        found = person_box(image, detect)
-        crop = crop_box(image, found[0]) if found is not None else image
-        photos.append(embed([crop])[0])
+        images.append(np.asarray(Image.open(path).convert("RGB")))
         crops.append(vectors[data.person_ids == person])
-    return _SitePeople(np.asarray(photos), crops)
+    # cropped and embedded exactly as a search query's photos are
+    return _SitePeople(embed_photos(images, embed, detect).vectors, crops)
 
 
 def _quality(per_site: list[np.ndarray]) -> dict[str, float]:
