@@ -543,6 +543,23 @@ class TrackerConfig(_Strict):
         description="Appearance matching needs at least this IoU with the predicted box "
         "(a spatial gate). Lowering it lets appearance bridge larger jumps.",
     )
+    switch_cosine: float | None = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="With embeddings of every detection (appearance cue on): a track whose "
+        "detections look unlike the person it follows (cosine similarity below this) for "
+        "switch_frames frames in a row has switched to someone else; its id ends there and "
+        "the track goes on under a new id. Raising it cuts more (and more wrongly); null "
+        "turns the check off.",
+    )
+    switch_frames: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Frames in a row that must look unlike a track's person before it is "
+        "cut (see switch_cosine). Lowering it cuts sooner, also on brief occlusions.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> TrackerConfig:
@@ -646,12 +663,14 @@ class FusionConfig(_Strict):
         "noise, calibration error).",
     )
     transit_slack_s: float = Field(
-        30.0,
+        120.0,
         ge=0,
         le=3600,
         description="Time allowed on top of a configured link's max transit time: the gap "
         "between two tracklets also holds the time the trackers lost the person "
-        "(occlusion, crowds). Raising it vetoes fewer slow transitions.",
+        "(occlusion, crowds: on the synthetic sites people reappear up to about 3 "
+        "minutes later, a few metres from where they were lost). Raising it vetoes fewer "
+        "slow transitions.",
     )
     use_height: bool = Field(
         True,

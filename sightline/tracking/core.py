@@ -10,6 +10,12 @@ detections start tentative tracks; tracks lost longer than ``max_lost_s`` end.
 Ids come from an injected :class:`IdCounter`, so many cameras' trackers live side by
 side in one process without sharing global state. A track gets its id when it is
 confirmed, so flicker that never confirms uses no ids.
+
+With the appearance cue on, a track also keeps a *reference*: the appearance of the
+person it follows, updated only by detections that look like it. When ``switch_frames``
+detections in a row look unlike it (cosine below ``switch_cosine``), the track has
+switched to someone else (two people crossed and the boxes were swapped): its id ends
+there and the track goes on under a new id, so no tracklet holds two people.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sightline.tracking.matching import appearance_cost, assign, iou_cost
 __all__ = ["ByteTracker", "IdCounter", "TrackerStep"]
 
 _EMBEDDING_MOMENTUM = 0.9
+_REFERENCE_MOMENTUM = 0.9
 
 
 class IdCounter:
@@ -56,6 +63,8 @@ class _Track:
     state: _State = _State.TENTATIVE
     track_id: int = 0
     embedding: np.ndarray | None = None
+    reference: np.ndarray | None = None  # the followed person's look (identity switches)
+    doubts: list[np.ndarray] = field(default_factory=list)  # detections in a row unlike it
 
     @property
     def box(self) -> np.ndarray:
@@ -154,10 +163,10 @@ class ByteTracker:
             cfg.fuse_score,
             matches,
         )
-        self._correct(matches, detections, ts, embeddings)
+        switched = self._correct(matches, detections, ts, embeddings)
         self._tracks = [t for t in self._tracks if t not in dead]
         self._start_tracks(detections, left_high, ts, embeddings, confirmed=first_frame)
-        ended = self._end_lost(ts)
+        ended = switched + self._end_lost(ts)
         return self._step([(t, d) for d, (t, _) in matches.items()], detections, ended)
 
     def finish(self) -> list[int]:
@@ -228,10 +237,11 @@ class ByteTracker:
         detections: Detections,
         ts: float,
         embeddings: np.ndarray | None,
-    ) -> None:
-        """One batched Kalman update for every matched track, then their bookkeeping."""
+    ) -> list[int]:
+        """One batched Kalman update for every matched track, then their bookkeeping;
+        returns the ids of tracks that switched to another person (they end here)."""
         if not matches:
-            return
+            return []
         dets = list(matches)
         tracks = [matches[d][0] for d in dets]
         mean, cov = self._kalman.update(
@@ -239,6 +249,7 @@ class ByteTracker:
             np.stack([t.cov for t in tracks]),
             xyxy_to_xywh(detections.xyxy[dets]),
         )
+        switched: list[int] = []
         for i, (det, track) in enumerate(zip(dets, tracks, strict=True)):
             track.mean, track.cov = mean[i], cov[i]
             track.score, track.last_seen = float(detections.scores[det]), ts
@@ -247,9 +258,36 @@ class ByteTracker:
             track.state = _State.TRACKED
             if embeddings is not None:
                 new = embeddings[det]
+                if self._switched(track, new):
+                    switched.append(track.track_id)
+                    track.track_id = self._ids()
+                    track.embedding = track.reference
                 if track.embedding is not None:
                     new = _EMBEDDING_MOMENTUM * track.embedding + (1 - _EMBEDDING_MOMENTUM) * new
                 track.embedding = l2_normalise(new[None])[0]
+        return switched
+
+    def _switched(self, track: _Track, embedding: np.ndarray) -> bool:
+        """Whether ``track`` now follows someone else: its last ``switch_frames``
+        detections, ``embedding`` included, all looked unlike its reference. The
+        reference is then the mean of those detections."""
+        limit = self.config.switch_cosine
+        if limit is None:
+            return False
+        if track.reference is None:
+            track.reference = np.asarray(embedding, dtype=np.float64)
+            return False
+        if float(embedding @ track.reference) >= limit:
+            track.doubts.clear()
+            mixed = _REFERENCE_MOMENTUM * track.reference + (1 - _REFERENCE_MOMENTUM) * embedding
+            track.reference = l2_normalise(mixed[None])[0]
+            return False
+        track.doubts.append(embedding)
+        if len(track.doubts) < self.config.switch_frames:
+            return False
+        track.reference = l2_normalise(np.mean(track.doubts, axis=0)[None])[0]
+        track.doubts.clear()
+        return True
 
     def _start_tracks(
         self,
