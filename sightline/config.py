@@ -544,7 +544,7 @@ class TrackerConfig(_Strict):
         "(a spatial gate). Lowering it lets appearance bridge larger jumps.",
     )
     switch_cosine: float | None = Field(
-        0.5,
+        0.4,
         ge=-1,
         le=1,
         description="With embeddings of every detection (appearance cue on): a track whose "

@@ -133,6 +133,48 @@ def test_appearance_cue_bridges_a_jump() -> None:
         assert seen == expected
 
 
+def _walk_with_looks(looks: list[np.ndarray], config: TrackerConfig) -> list:
+    """One walker whose detection embeddings are ``looks`` (one per frame); the steps."""
+    tracker = ByteTracker(config, fps=FPS)
+    steps = []
+    for f, look in enumerate(looks):
+        det = Detections.from_arrays(np.array([person(100 + 2 * f)]), np.array([0.9]))
+        steps.append(tracker.update(det, f / FPS, look[None].astype(np.float32)))
+    return steps
+
+
+A_LOOK, B_LOOK = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+
+
+def test_a_track_that_switches_to_another_person_is_cut() -> None:
+    # the same box goes on, but from frame 10 on it shows someone else (two people crossed)
+    looks = [A_LOOK] * 10 + [B_LOOK] * 10
+    steps = _walk_with_looks(looks, TrackerConfig(switch_cosine=0.5, switch_frames=3))
+    ids = [step.track_ids.tolist() for step in steps]
+    assert ids[:12] == [[1]] * 12  # the switch is only believed after 3 frames in a row
+    assert ids[12:] == [[2]] * 8
+    assert steps[12].ended == [1]  # the first person's track ends where the switch is seen
+    assert all(step.ended == [] for i, step in enumerate(steps) if i != 12)
+
+
+@pytest.mark.parametrize("cosine, frames", [(None, 3), (0.5, 20)])
+def test_no_cut_when_off_or_the_switch_is_too_short(cosine: float | None, frames: int) -> None:
+    looks = [A_LOOK] * 10 + [B_LOOK] * 10
+    steps = _walk_with_looks(looks, TrackerConfig(switch_cosine=cosine, switch_frames=frames))
+    assert {i for step in steps for i in step.track_ids.tolist()} == {1}
+
+
+def test_brief_occlusions_do_not_cut_a_track() -> None:
+    # two frames at a time look wrong (a passer-by covers the person): never 3 in a row
+    rng = np.random.default_rng(0)
+    looks = []
+    for f in range(40):
+        look = B_LOOK if f % 7 in (3, 4) else A_LOOK + 0.2 * rng.normal(size=2)
+        looks.append(look / np.linalg.norm(look))
+    steps = _walk_with_looks(looks, TrackerConfig(switch_cosine=0.5, switch_frames=3))
+    assert {i for step in steps for i in step.track_ids.tolist()} == {1}
+
+
 @pytest.mark.parametrize(
     "bad",
     [
