@@ -112,6 +112,16 @@ def test_console_holds_no_keys_and_loads_nothing_from_elsewhere(console_client):
     assert "Authorization: `Bearer ${key()}`" in script
 
 
+def test_console_good_match_default_is_the_search_default():
+    """The search form's threshold field starts at the server's open-set threshold."""
+    from sightline.search.query import DEFAULT_MIN_CONFIDENCE
+
+    script = (CONSOLE_DIR / "app.js").read_text(encoding="utf-8")
+    field = re.search(r'field\("min-confidence".*?value: ([0-9.]+) \}', script)
+    assert field is not None
+    assert float(field.group(1)) == DEFAULT_MIN_CONFIDENCE
+
+
 def test_data_routes_still_need_a_key_and_the_right_role(console_client):
     client, tokens = console_client
     for path in ("/whoami", "/site", "/density/alerts", "/cameras", "/watches", "/events"):

@@ -488,7 +488,7 @@
           ),
           field("seen-time", "Last seen at (UTC)", h("input", { type: "datetime-local", step: 1 })),
           h("div", { class: "row" },
-            field("min-confidence", "Good match from", h("input", { type: "number", min: 0, max: 1, step: 0.05, value: 0.7 })),
+            field("min-confidence", "Good match from", h("input", { type: "number", min: 0, max: 1, step: 0.05, value: 0.8 })),
             field("max-candidates", "Candidates", h("input", { type: "number", min: 1, max: 1000, step: 1, value: 20 })),
           ),
         ),
