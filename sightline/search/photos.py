@@ -5,10 +5,10 @@ background. The embedder was trained on tight person boxes from a detector, so a
 cropped to the person first. CCTV-trained detectors find body parts, not the person, in
 a close photo; :func:`person_box` therefore shows the detector the photo shrunk onto a
 camera-sized canvas at a few CCTV-like scales (:data:`CANVAS_SCALES`) and keeps the
-best box. Without a
-detector the whole photo is embedded and the result says so: on the validation sites
-(seeds 1007 and 11) uncropped photos ranked the right person first 37 times in 40
-(cropped: 40), and only 8 of 40 reached the default confidence threshold (cropped: 39).
+best box. Without a detector the whole photo is embedded and the result says so: on the
+validation sites (seeds 1007 and 11) uncropped photos ranked the right person first 37
+times in 40 (cropped: 40), and only 8 of 40 reached the default confidence threshold
+(cropped: 39).
 
 The models are injected as plain callables so the Ray Serve deployments can stand in
 later: ``embed(crops) -> (N, D)`` (as :meth:`EmbedderBackend.embed`) and
