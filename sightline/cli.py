@@ -356,6 +356,10 @@ def _require_eval_extra() -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sightline.evaluation.commands import run_eval_detector, run_eval_reid
 
+    if args.absent is not None and args.model != "search":
+        raise EvaluationError("--absent only applies to `sightline eval search`")
+    if args.absent is not None and args.absent < 1:
+        raise EvaluationError(f"--absent must be at least 1, got {args.absent}")
     if args.model == "tracking":
         return _cmd_eval_tracking(args)
     if args.det is not None or args.gt is not None or args.fps is not None:
@@ -368,9 +372,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if args.model == "search":
-        from sightline.evaluation.search import run_eval_search
+        from sightline.evaluation.search import ABSENT_PEOPLE, run_eval_search
 
-        result = run_eval_search(args.preset, args.seed, args.data, detector_weights=args.weights)
+        result = run_eval_search(
+            args.preset,
+            args.seed,
+            args.data,
+            detector_weights=args.weights,
+            absent=ABSENT_PEOPLE if args.absent is None else args.absent,
+        )
         print(json.dumps(result, indent=2))
         return 0
     if args.model == "density":
@@ -522,6 +532,12 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="tracking with --det: frame rate (default: seqinfo.ini, else 30)",
+    )
+    ev.add_argument(
+        "--absent",
+        type=int,
+        default=None,
+        help="search: people never on the site to query (default 200)",
     )
     ev.set_defaults(func=_cmd_eval)
 
