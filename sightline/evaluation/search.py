@@ -204,7 +204,7 @@ def absent_summary(accepted: list[dict[str, Any]], queries: int) -> dict[str, An
         "queries": queries,
         "refused": refused,
         "no_good_match": round(refused / queries, 4),
-        "no_good_match_ci95": [round(interval.low, 4), round(interval.high, 4)],
+        "no_good_match_ci95": [round(float(interval.low), 4), round(float(interval.high), 4)],
         "accepted_look_alikes": sum(bool(a["look_alike"]) for a in accepted),
         "accepted": accepted[:20],
     }
