@@ -3,14 +3,12 @@ look-alikes (no site is rendered: the search is a stand-in)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
 
-from sightline.cli import main
 from sightline.evaluation.search import ABSENT_PEOPLE, _absent_scores, absent_summary
 from sightline.sim.people import random_appearance
 
@@ -71,17 +69,3 @@ def test_absent_scores_marks_look_alikes() -> None:
     assert [a["look_alike"] for a in out["accepted"]] == [True, False]
     assert [a["candidate_person"] for a in out["accepted"]] == [1, 2]
     assert out["accepted_look_alikes"] == 1
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["eval", "tracking", "--absent", "5"], "--absent only applies to `sightline eval search`"),
-        (["eval", "fusion", "--absent", "5"], "--absent only applies to `sightline eval search`"),
-        (["eval", "search", "--absent", "0"], "--absent must be at least 1, got 0"),
-    ],
-)
-def test_absent_option_errors(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
-    assert main([*argv, "--data", str(tmp_path)]) == 2
-    assert message in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())

@@ -234,6 +234,9 @@ def test_eval_tracking_on_motchallenge_files(tmp_path: Path, capsys) -> None:
         (["eval", "tracking", "--seed", "1003"], "seed 1003 was used to train"),
         (["eval", "tracking", "--det", "det.txt"], "needs both a det file and a gt file"),
         (["eval", "detector", "--gt", "gt.txt"], "only apply to `sightline eval tracking`"),
+        (["eval", "tracking", "--absent", "5"], "--absent only applies to `sightline eval search`"),
+        (["eval", "fusion", "--absent", "5"], "--absent only applies to `sightline eval search`"),
+        (["eval", "search", "--absent", "0"], "--absent must be at least 1, got 0"),
     ],
 )
 def test_eval_tracking_errors(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
