@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import numpy as np
 import polars as pl
 import pytest
 
-from sightline.evaluation.search import ABSENT_PEOPLE, _absent_scores, absent_summary
-from sightline.sim.people import random_appearance
+from sightline.evaluation.search import (
+    ABSENT_PEOPLE,
+    _absent_scores,
+    absent_person,
+    absent_summary,
+)
 
 WINDOW = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
 
@@ -36,16 +39,11 @@ def test_summary_needs_queries() -> None:
         absent_summary([], 0)
 
 
-def _drawn(seed: int, k: int):
-    rng = np.random.default_rng([seed, 99, k])
-    return random_appearance(rng, is_child=bool(rng.random() < 0.1))
-
-
 def test_absent_scores_marks_look_alikes() -> None:
     """Query 0 is accepted with a candidate dressed like it, query 1 with one dressed
     otherwise, query 2 refused."""
     seed = 7
-    first, second = _drawn(seed, 0), _drawn(seed, 1)
+    first, second = absent_person(seed, 0)[0], absent_person(seed, 1)[0]
     other = "red" if second.upper != "red" else "blue"
     people = pl.DataFrame(
         {

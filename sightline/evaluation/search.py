@@ -48,6 +48,7 @@ from sightline.search.photo_adapter import PhotoAdapter
 from sightline.search.photos import embed_query
 from sightline.search.query import DEFAULT_MIN_CONFIDENCE, Description, SearchQuery
 from sightline.search.results import SearchResult
+from sightline.sim.body import Appearance
 from sightline.sim.people import random_appearance
 from sightline.sim.reference import render_reference
 from sightline.store.queries import latest_identities, scan
@@ -57,6 +58,7 @@ from sightline.tracking.tracklets import Tracklet
 __all__ = [
     "ABSENT_PEOPLE",
     "TARGETS",
+    "absent_person",
     "absent_summary",
     "average_precision",
     "identity_people",
@@ -210,6 +212,14 @@ def absent_summary(accepted: list[dict[str, Any]], queries: int) -> dict[str, An
     }
 
 
+def absent_person(seed: int, k: int) -> tuple[Appearance, np.random.Generator]:
+    """The ``k``-th person drawn for site ``seed``'s open-set check (drawn as the
+    simulator draws a site's people, never on the site) and the generator that renders
+    their reference photo."""
+    rng = np.random.default_rng([seed, 99, k])
+    return random_appearance(rng, is_child=bool(rng.random() < 0.1)), rng
+
+
 def _absent_scores(
     seed: int,
     n: int,
@@ -224,8 +234,7 @@ def _absent_scores(
     }
     accepted = []
     for k in tqdm(range(n), desc="absent people", unit="query", file=sys.stderr):
-        rng = np.random.default_rng([seed, 99, k])
-        appearance = random_appearance(rng, is_child=bool(rng.random() < 0.1))
+        appearance, rng = absent_person(seed, k)
         photo = _png(render_reference(appearance, rng))
         result = run(SearchQuery(**_CASE, **window, photos=[photo], max_candidates=5))
         if result.no_good_match:
