@@ -1,5 +1,6 @@
-"""The open-set part of ``sightline eval search``: absent people, their interval and
-look-alikes (no site is rendered: the search is a stand-in)."""
+"""Parts of ``sightline eval search`` that need no rendered site: the open-set check
+(absent people, their interval and look-alikes, with a stand-in search) and the labelling
+of identities with their true person."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sightline.evaluation.search import (
     _absent_scores,
     absent_person,
     absent_summary,
+    majority_person,
 )
 
 WINDOW = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
@@ -67,3 +69,13 @@ def test_absent_scores_marks_look_alikes() -> None:
     assert [a["look_alike"] for a in out["accepted"]] == [True, False]
     assert [a["candidate_person"] for a in out["accepted"]] == [1, 2]
     assert out["accepted_look_alikes"] == 1
+
+
+def test_identity_label_ties_go_to_the_lowest_person_id() -> None:
+    votes = pl.DataFrame(
+        {"key": ["a", "a", "a", "b", "b"], "person_id": [9, 3, 5, 4, 2], "frames": [7, 7, 2, 1, 6]}
+    )
+    for order in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]):
+        out = majority_person(votes[order]).sort("key")
+        assert out["person_id"].to_list() == [3, 2]
+        assert out["frames"].to_list() == [7, 6]

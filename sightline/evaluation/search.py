@@ -62,6 +62,7 @@ __all__ = [
     "absent_summary",
     "average_precision",
     "identity_people",
+    "majority_person",
     "run_eval_search",
 ]
 
@@ -104,8 +105,14 @@ def identity_people(store: str, site_cfg: Any, gt: pl.DataFrame) -> pl.DataFrame
         .then(pl.col("global_id"))
         .otherwise(pl.lit("tracklet:") + pl.col("tracklet_id"))
     )
-    votes = keyed.group_by("key", "person_id").agg(pl.col("frames").sum())
-    return votes.sort("frames", descending=True).group_by("key").first()
+    return majority_person(keyed.group_by("key", "person_id").agg(pl.col("frames").sum()))
+
+
+def majority_person(votes: pl.DataFrame) -> pl.DataFrame:
+    """Per ``key``, the row of ``(key, person_id, frames)`` with the most frames; a tie
+    goes to the lowest person id, so every run labels an identity alike."""
+    ranked = votes.sort(["key", "frames", "person_id"], descending=[False, True, False])
+    return ranked.group_by("key", maintain_order=True).first()
 
 
 def _png(image: np.ndarray) -> bytes:
