@@ -271,7 +271,8 @@ def _query_parameters(query: SearchQuery, photos: Sequence[bytes]) -> dict[str, 
     """What the audit log records of a search: its fields, with photos as SHA-256 hashes
     and vectors as counts (the log must not hold biometric data)."""
     params = query.model_dump(
-        mode="json", exclude={"photos", "embeddings", "expansion", "photo_warnings"}
+        mode="json",
+        exclude={"photos", "embeddings", "expansion", "photo_warnings", "photo_child"},
     )
     params["photo_sha256"] = [hashlib.sha256(p).hexdigest() for p in photos]
     params["embeddings"] = len(query.embeddings)

@@ -335,6 +335,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from sightline.training.photo_adapter import train_photo_adapter
 
         summary = train_photo_adapter(args.data, out=args.out)
+    elif args.model == "photo-child":
+        from sightline.training.photo_child import train_photo_child
+
+        summary = train_photo_child(out=args.out, epochs=args.iterations or 15)
     else:
         run = run_train_detector if args.model == "detector" else run_train_reid
         summary = run(
@@ -495,9 +499,11 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a built-in model on synthetic sites")
     train.add_argument(
         "model",
-        choices=["detector", "reid", "calibration", "photo-adapter"],
+        choices=["detector", "reid", "calibration", "photo-adapter", "photo-child"],
         help="calibration: fit fusion's appearance probability on the validation site; "
-        "photo-adapter: fit the reference-photo -> CCTV map and its calibration",
+        "photo-adapter: fit the reference-photo -> CCTV map and its calibration; "
+        "photo-child: train the child-or-adult reader of reference photos "
+        "(--iterations: epochs, default 15)",
     )
     train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
     train.add_argument("--out", type=Path, default=None, help="weights file (default: built-in)")

@@ -40,7 +40,7 @@ from sightline.search.photos import Detect, Embed, embed_query
 from sightline.search.query import SearchQuery
 from sightline.search.refine import candidate_key, current_identities, expansion_vectors
 from sightline.search.results import CameraReach, Candidate, SearchResult, Sighting
-from sightline.search.scoring import SearchCalibration, score_tracklets
+from sightline.search.scoring import CHILD_MAX_HEIGHT_M, SearchCalibration, score_tracklets
 from sightline.store.queries import (
     MAX_TRACKLET_SPAN,
     StoreLike,
@@ -183,6 +183,12 @@ def _warnings(query: SearchQuery, scored: pl.DataFrame) -> list[str]:
         notes.append(
             f"confirmed {missing}: no stored samples were added to the query "
             "(refine with tracklets, or search the store)"
+        )
+    if query.photo_child is not None and len(query.query_vectors()):
+        who = "a child" if query.photo_child >= 0.5 else "an adult"
+        notes.append(
+            f"the photos read as {who} (P(child) {query.photo_child:.2f}): candidates "
+            f"measured at the other side of {CHILD_MAX_HEIGHT_M} m rank lower"
         )
     if len(query.query_vectors()):
         blind = scored["appearance_similarity"].null_count()

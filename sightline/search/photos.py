@@ -10,6 +10,12 @@ validation sites (seeds 1007 and 11) uncropped photos ranked the right person fi
 times in 40 (cropped: 40), and only 8 of 40 reached the default confidence threshold
 (cropped: 39).
 
+**Child or adult.** A cropped photo is also read for ``P(child)`` (the built-in
+:class:`~sightline.models.builtin_child.ChildReader` unless another ``read_child`` is
+given): the query carries it as ``photo_child`` and search weighs each candidate's
+measured height against it (:func:`sightline.search.scoring.photo_child_fit`). An
+uncropped photo is not read: the reader learned from person crops.
+
 The models are injected as plain callables so the Ray Serve deployments can stand in
 later: ``embed(crops) -> (N, D)`` (as :meth:`EmbedderBackend.embed`) and
 ``detect(frames) -> list[Detections]`` (as :meth:`DetectorBackend.detect`).
@@ -42,17 +48,21 @@ __all__ = [
     "Detect",
     "Embed",
     "PhotoEmbeddings",
+    "ReadChild",
     "decode_photo",
     "embed_photos",
     "embed_query",
     "encode_photo",
     "person_box",
+    "read_child_builtin",
 ]
 
 Embed = Callable[[list[np.ndarray]], np.ndarray]
 """Person crops ``(h, w, 3) uint8`` -> ``(N, D)`` L2-normalised vectors."""
 Detect = Callable[[np.ndarray], list[Detections]]
 """Frames ``(N, H, W, 3) uint8`` -> one :class:`Detections` per frame."""
+ReadChild = Callable[[list[np.ndarray]], np.ndarray]
+"""Person crops ``(h, w, 3) uint8`` -> ``P(child)`` per crop."""
 
 MAX_PHOTOS = 8
 MAX_PHOTO_BYTES = 10 * 2**20
@@ -136,14 +146,29 @@ def person_box(photo: np.ndarray, detect: Detect) -> tuple[np.ndarray, float] | 
     return best
 
 
+def read_child_builtin(crops: list[np.ndarray]) -> np.ndarray:
+    """``P(child)`` per person crop from the committed child reader (loaded on first use)."""
+    from sightline.models.builtin_child import builtin_child_reader
+
+    return builtin_child_reader()(crops)
+
+
 @dataclass(frozen=True)
 class PhotoEmbeddings:
     """Embeddings of reference photos: ``vectors`` ``(N, D)``, the box each was cropped to
-    (None: the whole photo) and notes for the analyst."""
+    (None: the whole photo), notes for the analyst, and ``P(child)`` per photo (None: not
+    read)."""
 
     vectors: np.ndarray
     boxes: list[np.ndarray | None]
     warnings: list[str] = field(default_factory=list)
+    child: list[float | None] = field(default_factory=list)
+
+    @property
+    def child_probability(self) -> float | None:
+        """The mean ``P(child)`` of the photos that were read (None if none was)."""
+        read = [p for p in self.child if p is not None]
+        return float(np.mean(read)) if read else None
 
 
 def embed_photos(
@@ -151,10 +176,12 @@ def embed_photos(
     embed: Embed,
     detect: Detect | None = None,
     adapter: PhotoAdapter | None = None,
+    read_child: ReadChild | None = None,
 ) -> PhotoEmbeddings:
     """Crop each photo to its person (when ``detect`` is given) and embed the crops;
     ``adapter`` maps the vectors into the cameras' embedding space
-    (:mod:`sightline.search.photo_adapter`)."""
+    (:mod:`sightline.search.photo_adapter`); ``read_child`` reads ``P(child)`` from the
+    crops (photos that could not be cropped are not read)."""
     crops, boxes, notes = [], [], []
     for i, photo in enumerate(photos):
         found = person_box(photo, detect) if detect is not None else None
@@ -171,7 +198,18 @@ def embed_photos(
         raise ValueError(f"embed returned {len(vectors)} vectors for {len(crops)} crops")
     if adapter is not None and len(vectors):
         vectors = adapter.apply(vectors)
-    return PhotoEmbeddings(vectors, boxes, notes)
+    child: list[float | None] = [None] * len(crops)
+    cropped = [i for i, box in enumerate(boxes) if box is not None]
+    if read_child is not None and cropped:
+        read = np.asarray(read_child([crops[i] for i in cropped]), dtype=np.float64)
+        if read.shape != (len(cropped),) or not np.all((read >= 0) & (read <= 1)):
+            raise ValueError(
+                f"read_child returned {read.shape} values for {len(cropped)} crops; "
+                "expected one probability in [0, 1] per crop"
+            )
+        for i, p in zip(cropped, read.tolist(), strict=True):
+            child[i] = p
+    return PhotoEmbeddings(vectors, boxes, notes, child)
 
 
 def embed_query(
@@ -179,11 +217,13 @@ def embed_query(
     embed: Embed | None,
     detect: Detect | None = None,
     adapter: PhotoAdapter | None = None,
+    read_child: ReadChild | None = read_child_builtin,
 ) -> SearchQuery:
     """``query`` with its photos embedded (see :func:`embed_photos`): their vectors join
-    ``embeddings``, the photos are dropped and any notes go to ``photo_warnings``. A query
-    without photos is returned as is; photos without ``embed`` are an error (the search
-    cannot use them)."""
+    ``embeddings``, the photos are dropped, any notes go to ``photo_warnings`` and the
+    photos' ``P(child)`` (the built-in reader by default; None turns it off) to
+    ``photo_child``. A query without photos is returned as is; photos without ``embed``
+    are an error (the search cannot use them)."""
     if not query.photos:
         return query
     if embed is None:
@@ -191,9 +231,11 @@ def embed_query(
             f"the query has {len(query.photos)} photo(s): pass embed= (an embedder) to use them"
         )
     images = [decode_photo(data, f"photo {i}") for i, data in enumerate(query.photos)]
-    result = embed_photos(images, embed, detect, adapter)
+    result = embed_photos(images, embed, detect, adapter, read_child)
+    child = result.child_probability
     return query.updated(
         photos=[],
         embeddings=[*query.embeddings, *result.vectors.tolist()],
         photo_warnings=[*query.photo_warnings, *result.warnings],
+        photo_child=child if child is not None else query.photo_child,
     )

@@ -235,6 +235,13 @@ class SearchQuery(_Strict):
         default_factory=list,
         description="Notes from turning photos into embeddings, copied to the result.",
     )
+    photo_child: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="P(the photographed person is a child), read from the photos when they "
+        "are embedded; each candidate's measured height is weighed against it.",
+    )
 
     # ------------------------------------------------------------------ validation
 

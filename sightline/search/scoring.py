@@ -34,6 +34,15 @@ not an identity probability). With a photo each attribute can only lower the app
 confidence, by its probability relative to a perfect fit (the embedder already sees
 clothing, so a fitting description adds little, a contradicting one says a lot).
 
+**Child or adult from the photo.** Photos carry ``P(child)`` read from their proportions
+(:mod:`sightline.models.builtin_child`); a tracklet's measured height gives its own
+``P(child)``. :func:`photo_child_fit` is the chance the two agree relative to a perfect
+agreement, and it lowers a photo query's confidence like a description attribute: a
+child's photo no longer matches an adult in the same clothes. On tuning sites 41 and 42
+(200 people never on the site each) it refused 385 of the 400 at the default threshold
+against 380 without it, for 3 fewer correct first candidates called good matches (of
+141): an adult measured near 1.45 m, or a child in a hat, is the price.
+
 **Colour means colour.** A recorded colour that is known and differs from the asked one
 is a *contradiction*. Candidates are ranked first by their number of contradictions
 (over every colour asked), then by confidence, so a "red top" search never ranks a blue
@@ -74,6 +83,7 @@ __all__ = [
     "colour_probability",
     "describe",
     "height_probability",
+    "photo_child_fit",
     "score_tracklets",
 ]
 
@@ -249,6 +259,23 @@ def child_probability(
     return p if child else np.where(np.isfinite(heights), 1.0 - p, _UNKNOWN)
 
 
+def photo_child_fit(
+    heights: np.ndarray,
+    photo_child: float,
+    threshold: float = CHILD_MAX_HEIGHT_M,
+    sigma: float = HEIGHT_SIGMA_M,
+) -> np.ndarray:
+    """Per measured height: ``P(photo and tracklet agree on child or adult)`` over the
+    best possible agreement ``max(p, 1 - p)``, floored like a description attribute;
+    1 where the height was not measured (no evidence either way)."""
+    h = np.asarray(heights, dtype=np.float64)
+    p = float(photo_child)
+    q = child_probability(h, True, threshold, sigma)
+    agree = p * q + (1.0 - p) * (1.0 - q)
+    fit = _ATTRIBUTE_FLOOR + (1.0 - _ATTRIBUTE_FLOOR) * agree / max(p, 1.0 - p)
+    return np.where(np.isfinite(h), fit, 1.0)
+
+
 def describe(
     frame: pl.DataFrame, description: Description, calibration: SearchCalibration
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -303,6 +330,14 @@ def score_tracklets(
         similarity = appearance_similarity(frame["embeddings"], vectors, calibration.top_k)
         probability = calibration.appearance_probability(similarity)
         confidence = probability.copy()
+        if query.photo_child is not None:
+            heights = frame["height_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            confidence *= photo_child_fit(
+                heights,
+                query.photo_child,
+                calibration.child_max_height_m,
+                calibration.height_sigma_m,
+            )
     match = None
     contradictions = np.zeros(n, np.int32)
     if query.description is not None:
