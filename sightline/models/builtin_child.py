@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sightline.models.builtin_embedder import crops_to_input
-from sightline.models.core import check_crops
+from sightline.models.core import check_crops, read_weights
 
 __all__ = ["DEFAULT_CHILD_WEIGHTS", "ChildNet", "ChildReader", "builtin_child_reader"]
 
@@ -74,16 +74,9 @@ class ChildReader:
     @classmethod
     def load(cls, path: Path | str = DEFAULT_CHILD_WEIGHTS) -> ChildReader:
         """The reader with the weights in ``path`` (a clear error when it is missing)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"child-reader weights not found: {path} "
-                "(train them with `sightline train photo-child`)"
-            )
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        meta = dict(blob.get("meta", {}))
+        state, meta = read_weights(path, "child-reader", "sightline train photo-child")
         net = ChildNet(width=int(meta.get("width", 16)))
-        net.load_state_dict(blob["state_dict"])
+        net.load_state_dict(state)
         return cls(net, meta)
 
     def __call__(self, crops: list[np.ndarray]) -> np.ndarray:

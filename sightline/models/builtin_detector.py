@@ -21,7 +21,13 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from sightline.models.adapters import nms
-from sightline.models.core import Detections, DetectorBackend, check_frames, select_device
+from sightline.models.core import (
+    Detections,
+    DetectorBackend,
+    check_frames,
+    read_weights,
+    select_device,
+)
 from sightline.models.registry import register_detector
 
 __all__ = [
@@ -163,16 +169,9 @@ def _part_of_a_larger_box(boxes: torch.Tensor, scores: torch.Tensor) -> torch.Te
 
 def load_detector_weights(path: Path | str) -> tuple[DetectorNet, dict[str, Any]]:
     """A :class:`DetectorNet` with the weights in ``path`` and the file's metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"built-in detector weights not found: {path} (train them with "
-            "`sightline train detector`)"
-        )
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    meta = dict(blob.get("meta", {}))
+    state, meta = read_weights(path, "built-in detector", "sightline train detector")
     net = DetectorNet(width=int(meta.get("width", 32)))
-    net.load_state_dict(blob["state_dict"])
+    net.load_state_dict(state)
     return net.eval(), meta
 
 

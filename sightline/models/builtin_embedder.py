@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from sightline.models.core import EmbedderBackend, check_crops, select_device
+from sightline.models.core import EmbedderBackend, check_crops, read_weights, select_device
 from sightline.models.registry import register_embedder
 
 __all__ = [
@@ -85,15 +85,9 @@ def crops_to_input(crops: list[np.ndarray], device: str = "cpu") -> torch.Tensor
 
 def load_embedder_weights(path: Path | str) -> tuple[EmbedderNet, dict[str, Any]]:
     """An :class:`EmbedderNet` with the weights in ``path`` and the file's metadata."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"built-in re-ID weights not found: {path} (train them with `sightline train reid`)"
-        )
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    meta = dict(blob.get("meta", {}))
+    state, meta = read_weights(path, "built-in re-ID", "sightline train reid")
     net = EmbedderNet(dim=int(meta.get("dim", 128)), width=int(meta.get("width", 32)))
-    net.load_state_dict(blob["state_dict"])
+    net.load_state_dict(state)
     return net.eval(), meta
 
 

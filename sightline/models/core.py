@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_frames",
     "check_image",
     "l2_normalise",
+    "read_weights",
     "select_device",
 ]
 
@@ -108,6 +110,18 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def read_weights(path: Path | str, what: str, command: str) -> tuple[dict[str, Any], dict]:
+    """The ``state_dict`` and metadata of a built-in weights file; a missing file is a
+    ``FileNotFoundError`` naming ``what`` and the ``command`` that trains it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path} (train them with `{command}`)")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["state_dict"], dict(blob.get("meta", {}))
 
 
 def select_device(prefer_gpu: bool = True) -> tuple[str, bool]:
