@@ -338,7 +338,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif args.model == "photo-child":
         from sightline.training.photo_child import train_photo_child
 
-        summary = train_photo_child(out=args.out, epochs=args.iterations or 15)
+        epochs = 15 if args.iterations is None else args.iterations
+        summary = train_photo_child(out=args.out, epochs=epochs)
     else:
         run = run_train_detector if args.model == "detector" else run_train_reid
         summary = run(

@@ -151,3 +151,12 @@ def test_bad_training_sizes_are_refused_by_name():
 
     with pytest.raises(ValueError, match="epochs >= 1"):
         train_photo_child(epochs=0)
+
+
+def test_cli_refuses_zero_epochs_before_rendering(tmp_path, capsys):
+    from sightline.cli import main
+
+    out = tmp_path / "child.pt"
+    assert main(["train", "photo-child", "--iterations", "0", "--out", str(out)]) == 2
+    assert "epochs >= 1" in capsys.readouterr().err
+    assert not out.exists()
