@@ -276,6 +276,11 @@ def photo_child_fit(
     return np.where(np.isfinite(h), fit, 1.0)
 
 
+def _heights(frame: pl.DataFrame) -> np.ndarray:
+    """The tracklets' measured heights (nan where not measured)."""
+    return frame["height_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+
 def describe(
     frame: pl.DataFrame, description: Description, calibration: SearchCalibration
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,7 +288,7 @@ def describe(
     relative to a perfect one (for photo queries), and the number of colour
     contradictions."""
     cal = calibration
-    heights = frame["height_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    heights = _heights(frame)
     parts: list[tuple[np.ndarray, float]] = []  # (probability, best possible)
     contradictions = np.zeros(frame.height, np.int32)
     for region, wanted in description.colours.items():
@@ -331,9 +336,8 @@ def score_tracklets(
         probability = calibration.appearance_probability(similarity)
         confidence = probability.copy()
         if query.photo_child is not None:
-            heights = frame["height_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
             confidence *= photo_child_fit(
-                heights,
+                _heights(frame),
                 query.photo_child,
                 calibration.child_max_height_m,
                 calibration.height_sigma_m,
