@@ -160,3 +160,23 @@ def test_cli_refuses_zero_epochs_before_rendering(tmp_path, capsys):
     assert main(["train", "photo-child", "--iterations", "0", "--out", str(out)]) == 2
     assert "epochs >= 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("p_child", "said"), [(0.97, "a child (P(child) 0.97)"), (0.02, "an adult")]
+)
+def test_the_result_says_how_the_photos_were_read_and_ranks_by_it(p_child, said):
+    from sightline.search import search_tracklets
+    from tests.test_search_helpers import identities_of
+
+    short, tall = _short_and_tall()
+    ids = identities_of({short.tracklet_id: "g-short", tall.tracklet_id: "g-tall"})
+    result = search_tracklets(
+        frame_of(short, tall),
+        ids,
+        query(embeddings=[person_vector(1).tolist()], photo_child=p_child),
+    )
+    assert [n for n in result.warnings if "the photos read as" in n] == [
+        next(n for n in result.warnings if said in n)
+    ]
+    assert result.candidates[0].global_id == ("g-short" if p_child > 0.5 else "g-tall")
