@@ -263,6 +263,7 @@ class CameraActor:
             detections=sink,
             ground=self._ground.add if self._ground else None,
             run_id=self._run_id,
+            read_attributes=embedder.read_attributes.remote,
         )
         return self._tracking
 

@@ -10,7 +10,8 @@ one backend call with ``@serve.batch``:
 - ``Embedder.embed(crops)`` takes one request's crops and returns ``(len(crops), D)``
   vectors; the crops of concurrent requests are concatenated into one call and split back.
   Its ``max_batch_size`` counts crops, not requests; a request with more crops than that
-  is split over several batches.
+  is split over several batches. ``Embedder.read_attributes(crops)`` reads the same
+  crops' hat and bag (``(len(crops), 2)``) with the built-in attribute reader.
 
 The model runs in a worker thread so the replica keeps accepting requests (and the next
 batch keeps filling) while a batch runs. A bad request fails alone: items are validated
@@ -50,6 +51,7 @@ from ray.serve.handle import DeploymentHandle
 from serve.options import deployment_options, parse_batch_user_config
 from sightline.config import DetectorConfig, EmbedderConfig, ModelsConfig, ServingConfig
 from sightline.models import Detections, DetectorBackend, EmbedderBackend
+from sightline.models.builtin_attributes import builtin_attribute_reader
 from sightline.models.core import check_crops, check_image
 from sightline.models.registry import build_detector, build_embedder
 from sightline.placement import placement_options
@@ -445,6 +447,18 @@ class Embedder(_BatchedReplica):
         chunks = [crops[i : i + step] for i in range(0, len(crops), step)]
         parts = await asyncio.gather(*(self._embed_batch(chunk) for chunk in chunks))
         return np.concatenate([_raise_if_error(p) for p in parts])
+
+    async def read_attributes(self, crops: list[np.ndarray]) -> np.ndarray:
+        """``(len(crops), 2)`` ``P(hat), P(bag)`` per crop, by the built-in hat-and-bag
+        reader (:mod:`sightline.models.builtin_attributes`, loaded on first use; CPU, about
+        1 ms a crop). Not batched across callers: a request is already one emission's
+        crops. Malformed crops raise ``ValueError`` to this caller only."""
+        crops = check_request_crops(crops)
+        if not crops:
+            return np.zeros((0, 2))
+        reader, _ = await _in_thread(builtin_attribute_reader)
+        read, _ = await _in_thread(reader, crops)
+        return read
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_crop_count)
     async def _embed_batch(self, requests: list[list[np.ndarray]]) -> list[Any]:

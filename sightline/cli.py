@@ -340,6 +340,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         epochs = 15 if args.iterations is None else args.iterations
         summary = train_photo_child(out=args.out, epochs=epochs)
+    elif args.model == "attributes":
+        from sightline.training.attributes import train_attributes
+
+        epochs = 10 if args.iterations is None else args.iterations
+        summary = train_attributes(args.data, out=args.out, epochs=epochs)
     else:
         run = run_train_detector if args.model == "detector" else run_train_reid
         summary = run(
@@ -500,11 +505,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a built-in model on synthetic sites")
     train.add_argument(
         "model",
-        choices=["detector", "reid", "calibration", "photo-adapter", "photo-child"],
+        choices=["detector", "reid", "calibration", "photo-adapter", "photo-child", "attributes"],
         help="calibration: fit fusion's appearance probability on the validation site; "
         "photo-adapter: fit the reference-photo -> CCTV map and its calibration; "
         "photo-child: train the child-or-adult reader of reference photos "
-        "(--iterations: epochs, default 15)",
+        "(--iterations: epochs, default 15); "
+        "attributes: train the hat-and-bag reader of CCTV crops (--iterations: epochs, "
+        "default 10)",
     )
     train.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="rendered-site cache")
     train.add_argument("--out", type=Path, default=None, help="weights file (default: built-in)")

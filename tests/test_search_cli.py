@@ -35,8 +35,8 @@ def site(tmp_path):
     with TrackStore(tmp_path / "store", durable=False) as store:
         store.write_tracklets(
             [
-                make_tracklet(1, "cam1", T0 + 10, person=1, upper="red"),
-                make_tracklet(2, "cam2", T0 + 20, person=2, upper="blue"),
+                make_tracklet(1, "cam1", T0 + 10, person=1, upper="red", hat=0.1, bag=0.9),
+                make_tracklet(2, "cam2", T0 + 20, person=2, upper="blue", hat=0.9, bag=0.1),
             ]
         )
     return path
@@ -64,6 +64,22 @@ def test_description_search_prints_candidates_and_is_audited(capsys, site):
     )
     assert entry["principal"].startswith("cli:")
     assert log.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("flags", "first"),
+    [
+        (["--hat"], "cam2-0-2"),
+        (["--no-hat"], "cam1-0-1"),
+        (["--bag"], "cam1-0-1"),
+        (["--no-bag", "--hat"], "cam2-0-2"),
+    ],
+)
+def test_hat_and_bag_flags_rank_who_fits_first(capsys, site, flags, first):
+    argv = ["search", "--config", str(site), "--case-id", "c", "--reason", "r", *_window()]
+    assert main([*argv, *flags]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["candidates"][0]["best_tracklet_id"] == first
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def test_filters_restrict_sightings_but_not_the_route():
     }
 
 
-def test_last_seen_orders_cameras_and_warns_about_unused_attributes():
+def test_last_seen_orders_cameras_and_says_which_tracklets_record_no_bag():
     tracklets, ids = site()
     q = query(
         embeddings=photo_of(1),
@@ -154,7 +154,18 @@ def test_last_seen_orders_cameras_and_warns_about_unused_attributes():
     )
     result = search_tracklets(frame_of(*tracklets), identities_of(ids), q)
     assert [c.camera_id for c in result.camera_reach] == ["cam1", "cam2", "cam3"]
-    assert any("bag not used yet" in w for w in result.warnings)
+    # the site's tracklets were recorded without hats and bags: said, and counted unknown
+    assert any("do not record a bag" in w for w in result.warnings)
+    assert not any("record a hat" in w for w in result.warnings)
+
+
+def test_frames_from_before_hats_and_bags_were_read_are_searched_as_unknown():
+    old = frame_of(make_tracklet(1, hat=0.9), make_tracklet(2)).drop(
+        "hat_probability", "bag_probability"
+    )
+    result = search_tracklets(old, None, query(description={"hat": True}))
+    assert [c.confidence for c in result.candidates] == pytest.approx([0.5, 0.5])
+    assert any("2 of 2 tracklet(s) do not record a hat" in w for w in result.warnings)
 
 
 def test_missing_columns_are_named():

@@ -60,6 +60,8 @@ def make_tracklet(
     quality: float = 0.7,
     version: int = 1,
     embeddings: np.ndarray | None = None,
+    hat: float | None = None,
+    bag: float | None = None,
 ) -> Tracklet:
     """A tracklet of ``n`` frames ``dt`` apart, walking from ``start`` by ``step`` per frame,
     whose ``samples`` embeddings are ``person``'s vector plus noise."""
@@ -94,6 +96,8 @@ def make_tracklet(
         height_m=height,
         quality=quality,
         thumbnail_jpeg=b"jpeg",
+        hat_probability=hat,
+        bag_probability=bag,
     )
 
 

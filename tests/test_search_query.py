@@ -102,9 +102,10 @@ def test_times_are_aware_utc_whatever_the_input():
     assert q.last_seen.max_speed_mps == 2.0
 
 
-def test_bag_and_hat_are_accepted_and_reported_unused():
-    d = Description(upper_colour="red", bag=True, hat=False)
-    assert d.unused == ["bag", "hat"]
+def test_hat_and_bag_are_accessories_either_way():
+    assert Description(upper_colour="red", bag=True, hat=False).accessories == ["hat", "bag"]
+    assert Description(hat=False).accessories == ["hat"]
+    assert Description(upper_colour="red").accessories == []
 
 
 def test_query_vectors_are_normalised_and_include_the_expansion():

@@ -18,6 +18,7 @@ from sightline.search.scoring import (
     colour_probability,
     height_probability,
     score_tracklets,
+    worn_probability,
 )
 from tests.test_search_helpers import (
     DIM,
@@ -82,7 +83,13 @@ def test_default_threshold_is_a_high_cosine():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"prior": 0.0}, "prior"), ({"top_k": 0}, "top_k"), ({"colour_trust": 2.0}, "colour_trust")],
+    [
+        ({"prior": 0.0}, "prior"),
+        ({"top_k": 0}, "top_k"),
+        ({"colour_trust": 2.0}, "colour_trust"),
+        ({"hat_trust": -0.1}, "hat_trust"),
+        ({"bag_trust": 1.5}, "bag_trust"),
+    ],
 )
 def test_calibration_constants_are_checked(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -133,6 +140,51 @@ def test_height_range_probability(height, low, high, expected):
 )
 def test_child_from_height(height, child, expected):
     assert child_probability(np.array([height]), child)[0] == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "wanted", "trust", "expected"),
+    [
+        (0.9, True, 1.0, 0.9),
+        (0.9, False, 1.0, 0.1),
+        (0.9, True, 0.8, 0.82),  # 0.8 * 0.9 + 0.2 * 0.5
+        (0.1, True, 0.8, 0.18),
+        (float("nan"), True, 0.8, 0.5),  # not recorded: a coin flip either way
+        (float("nan"), False, 0.8, 0.5),
+        (0.0, True, 0.0, 0.5),  # no trust: says nothing
+    ],
+)
+def test_worn_probability(recorded, wanted, trust, expected):
+    assert worn_probability(np.array([recorded]), wanted, trust)[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("item", ["hat", "bag"])
+@pytest.mark.parametrize("wanted", [True, False])
+def test_a_hat_or_bag_asked_for_ranks_the_tracklets_that_fit_first(item, wanted):
+    frame = frame_of(
+        make_tracklet(1, **{item: 0.95}), make_tracklet(2, **{item: 0.05}), make_tracklet(3)
+    )
+    scores = score_tracklets(frame, query(description={item: wanted}), CAL)["confidence"]
+    fits, contradicts = (scores[0], scores[1]) if wanted else (scores[1], scores[0])
+    assert fits > scores[2] > contradicts  # unknown sits in between
+    assert scores[2] == pytest.approx(0.5)
+
+
+def test_a_bag_counts_for_less_than_a_hat():
+    frame = frame_of(make_tracklet(1, hat=0.05, bag=0.05))
+    hat = score_tracklets(frame, query(description={"hat": True}), CAL)["confidence"][0]
+    bag = score_tracklets(frame, query(description={"bag": True}), CAL)["confidence"][0]
+    assert hat < bag < 0.5
+
+
+def test_a_photo_match_without_the_hat_asked_for_ranks_lower():
+    frame = frame_of(make_tracklet(1, person=1, hat=0.97), make_tracklet(2, person=1, hat=0.02))
+    photo = [person_vector(1).tolist()]
+    alone = score_tracklets(frame, query(embeddings=photo), CAL)["confidence"]
+    hat = score_tracklets(frame, query(embeddings=photo, description={"hat": True}), CAL)
+    assert hat["confidence"][0] == pytest.approx(alone[0], rel=0.05)  # fits: about the same
+    assert hat["confidence"][1] < 0.2 * alone[1]
+    assert hat["appearance_probability"].to_list() == alone.to_list()
 
 
 # --------------------------------------------------------------------------- together

@@ -37,6 +37,7 @@ from sightline.config import (
     ServingConfig,
 )
 from sightline.models import Detections, DetectorBackend, EmbedderBackend, build_detector
+from sightline.models.builtin_attributes import builtin_attribute_reader
 from sightline.models.core import check_crops, check_frames, l2_normalise
 
 POISON = 255  # a frame whose pixel (0, 0) has green == 255 makes EchoDetector raise
@@ -293,6 +294,10 @@ def test_builtin_models_through_deploy_models(ray_local: None) -> None:
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
         empty = handles.embedder.embed.remote([]).result(timeout_s=30)
         assert empty.shape == (0, 128)
+        # the same replica reads hats and bags, as the built-in reader does in-process
+        read = handles.embedder.read_attributes.remote(crops).result(timeout_s=30)
+        np.testing.assert_allclose(read, builtin_attribute_reader()(crops), atol=1e-5)
+        assert handles.embedder.read_attributes.remote([]).result(timeout_s=30).shape == (0, 2)
         stats = handles.embedder.stats.remote().result(timeout_s=30)
         # 11 crops with max_batch_size 8 crops: split over two batches
         assert stats["items"] == 11 and stats["max_batch_size_seen"] <= 8

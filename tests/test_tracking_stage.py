@@ -37,6 +37,23 @@ class ColourEmbedder:
         return l2_normalise(means + 1.0)
 
 
+class ConstantReader:
+    """Test double of the hat-and-bag reader: ``P(hat) 0.25, P(bag) 0.75`` for every crop;
+    fails the first ``fail`` calls."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.calls = 0
+        self.crops = 0
+
+    async def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise ConnectionError("embedder replica is down")
+        self.crops += len(crops)
+        return np.tile([0.25, 0.75], (len(crops), 1))
+
+
 def _feed(site: Path, camera: CameraConfig, stage: TrackingStage) -> pl.DataFrame:
     gt = pl.read_parquet(site / "gt" / "boxes.parquet").filter(pl.col("camera_id") == camera.id)
     by_frame = gt.partition_by("frame_index", as_dict=True)
@@ -68,8 +85,14 @@ def tracked(tiny_site: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("tracklets")
     embedder = ColourEmbedder(fail=1)
     config = TrackingConfig(emit_every_s=2.0, embeddings_per_tracklet=4, appearance=False)
+    reader = ConstantReader(fail=1)
     stage = TrackingStage(
-        camera, embedder, ParquetTrackletSink(out, CAMERA), config=config, run_id="r1"
+        camera,
+        embedder,
+        ParquetTrackletSink(out, CAMERA),
+        config=config,
+        run_id="r1",
+        read_attributes=reader,
     )
     gt = _feed(tiny_site, camera, stage)
     return stage, embedder, read_tracklets(out), gt, out
@@ -105,6 +128,32 @@ def test_embedder_failure_is_retried_and_crops_are_embedded_once(tracked):
     assert (latest["embeddings"].list.len() <= 4).all()
     # later versions reuse embeddings: far fewer crops embedded than stored in versions
     assert embedder.crops < tracklets["embeddings"].list.len().sum()
+
+
+def test_hats_and_bags_are_read_once_per_crop_and_a_failed_read_is_retried(tracked):
+    stage, _, tracklets, _, _ = tracked
+    reader = stage._read_attributes  # the ConstantReader of the fixture
+    assert stage.stats["attribute_errors"] == 1
+    assert "embedder replica is down" in stage.stats["last_attribute_error"]
+    assert stage.stats["crops_read"] == reader.crops
+    # the first read failed: those versions record nothing, later ones read the crops
+    assert tracklets["hat_probability"].null_count() > 0
+    later = tracklets.filter(pl.col("version") > 1)
+    assert later["hat_probability"].to_list() == pytest.approx([0.25] * later.height)
+    assert later["bag_probability"].to_list() == pytest.approx([0.75] * later.height)
+    # later versions reuse the readings: fewer crops read than stored in versions
+    assert reader.crops < tracklets["embeddings"].list.len().sum()
+
+
+def test_without_a_reader_tracklets_record_no_hat_or_bag(tiny_site: Path, tmp_path: Path):
+    camera = load_site_config(tiny_site / "site.yaml").camera(CAMERA)
+    sink = ParquetTrackletSink(tmp_path, CAMERA)
+    stage = TrackingStage(camera, ColourEmbedder(), sink, config=TrackingConfig(appearance=False))
+    _feed(tiny_site, camera, stage)
+    latest = latest_versions(read_tracklets(tmp_path))
+    assert latest.height > 0
+    assert latest["hat_probability"].is_null().all() and latest["bag_probability"].is_null().all()
+    assert stage.stats["crops_read"] == 0
 
 
 def test_foot_points_are_on_the_ground_truth_path(tracked):

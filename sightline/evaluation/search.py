@@ -12,7 +12,8 @@ identity gets the true person who covers most of its frames. Then:
   average precision over the people the store holds (every identity of the person is a
   relevant item, so split identities all count);
 - **description queries** built from ``gt/people.parquet`` (upper and lower colour,
-  height +- 0.1 m, child or adult): the true person in the top 10;
+  height +- 0.1 m, child or adult, hat or not, bag or not): the true person in the top
+  10 (the target) and first;
 - **absent people**: reference photos of :data:`ABSENT_PEOPLE` people drawn like the
   site's but never on it; the search must answer "no good match" at the default
   threshold. The share is reported with its 95 % (Wilson) interval: with 50 people an
@@ -185,7 +186,7 @@ def _description_scores(
     owner: dict[str, int],
 ) -> dict[str, Any]:
     held = set(owner.values())
-    hits, rows = 0, [r for r in people.to_dicts() if r["person_id"] in held]
+    hits, firsts, rows = 0, 0, [r for r in people.to_dicts() if r["person_id"] in held]
     for row in tqdm(rows, desc="description queries", unit="query", file=sys.stderr):
         description = Description(
             upper_colour=row["upper_colour"],
@@ -193,10 +194,15 @@ def _description_scores(
             height_min_m=max(0.5, row["height_m"] - 0.1),
             height_max_m=min(2.5, row["height_m"] + 0.1),
             child=bool(row["is_child"]),
+            hat=row["hat_colour"] is not None,
+            bag=row["bag_colour"] is not None,
         )
         result = run(SearchQuery(**_CASE, **window, description=description, max_candidates=10))
-        hits += row["person_id"] in _ranked_people(result, owner)[:10]
-    return {"queries": len(rows), "top10": round(hits / max(len(rows), 1), 4)}
+        ranked = _ranked_people(result, owner)
+        hits += row["person_id"] in ranked[:10]
+        firsts += ranked[:1] == [row["person_id"]]
+    n = max(len(rows), 1)
+    return {"queries": len(rows), "top10": round(hits / n, 4), "top1": round(firsts / n, 4)}
 
 
 def absent_summary(accepted: list[dict[str, Any]], queries: int) -> dict[str, Any]:

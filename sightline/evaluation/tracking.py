@@ -603,11 +603,14 @@ class HeldOutSite:
         return _site_cameras(self.path, self.detector, low, self.weights_key)
 
     def track(self, ground: GroundFn | None = None) -> list[Tracklet]:
-        """Every camera tracked as the camera actors track it (built-in embedder): every
-        tracklet version in emission order; ``ground`` gets every frame's ground points."""
+        """Every camera tracked as the camera actors track it (built-in embedder and
+        hat-and-bag reader): every tracklet version in emission order; ``ground`` gets
+        every frame's ground points."""
         from sightline.evaluation.tracklets import build_tracklets
+        from sightline.models.builtin_attributes import builtin_attribute_reader
 
         embedder = _builtin_embedder()
+        reader = builtin_attribute_reader()
         tracklets: list[Tracklet] = []
         for camera in tqdm(self.cameras(), desc="tracking", unit="camera", file=sys.stderr):
             tracklets += build_tracklets(
@@ -617,6 +620,7 @@ class HeldOutSite:
                 embedder,
                 self.config.tracking,
                 ground=ground,
+                read_attributes=reader,
             )
         return tracklets
 

@@ -19,7 +19,7 @@ detections and a local embedder.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,17 +69,30 @@ def build_tracklets(
     config: TrackingConfig | None = None,
     embeddings: Sequence[np.ndarray] | None = None,
     ground: GroundFn | None = None,
+    read_attributes: Callable[[list[np.ndarray]], np.ndarray] | None = None,
 ) -> list[Tracklet]:
     """Every tracklet version one camera emits, in emission order; ``detections[i]``
     belongs to frame ``i`` of ``video``; ``embeddings[i]``, when given, are its
     detections' vectors (so they are not computed again); ``ground`` receives every
-    frame's tracked people on the ground, as the camera actor sends them."""
+    frame's tracked people on the ground, as the camera actor sends them;
+    ``read_attributes`` (e.g. the built-in hat-and-bag reader) reads the kept crops."""
     sink = _MemorySink()
 
     async def embed(crops: list[np.ndarray]) -> np.ndarray:
         return embedder.embed(crops)
 
-    stage = TrackingStage(camera, embed, sink, config=config, ground=ground, run_id="eval")
+    async def read(crops: list[np.ndarray]) -> np.ndarray:
+        return read_attributes(crops)  # type: ignore[misc]
+
+    stage = TrackingStage(
+        camera,
+        embed,
+        sink,
+        config=config,
+        ground=ground,
+        run_id="eval",
+        read_attributes=None if read_attributes is None else read,
+    )
     start = camera.source_start or datetime(2000, 1, 1, tzinfo=UTC)
 
     async def run() -> None:

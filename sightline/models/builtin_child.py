@@ -27,12 +27,19 @@ from torch import nn
 from sightline.models.builtin_embedder import crops_to_input
 from sightline.models.core import check_crops, read_weights
 
-__all__ = ["DEFAULT_CHILD_WEIGHTS", "ChildNet", "ChildReader", "builtin_child_reader"]
+__all__ = [
+    "DEFAULT_CHILD_WEIGHTS",
+    "ChildNet",
+    "ChildReader",
+    "builtin_child_reader",
+    "conv_stage",
+]
 
 DEFAULT_CHILD_WEIGHTS = Path(__file__).parent / "weights" / "photo_child.pt"
 
 
-def _stage(c_in: int, c_out: int) -> nn.Sequential:
+def conv_stage(c_in: int, c_out: int) -> nn.Sequential:
+    """Conv 3x3, batch norm, ReLU, 2x2 max-pool: one stage of the small crop readers."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
@@ -48,7 +55,10 @@ class ChildNet(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            _stage(3, w), _stage(w, 2 * w), _stage(2 * w, 3 * w), _stage(3 * w, 4 * w)
+            conv_stage(3, w),
+            conv_stage(w, 2 * w),
+            conv_stage(2 * w, 3 * w),
+            conv_stage(3 * w, 4 * w),
         )
         self.head = nn.Sequential(
             nn.Flatten(),

@@ -28,6 +28,8 @@ def _description(args: argparse.Namespace) -> dict[str, Any] | None:
         "height_min_m": args.height_min,
         "height_max_m": args.height_max,
         "child": args.child,
+        "hat": args.hat,
+        "bag": args.bag,
     }
     given = {k: v for k, v in fields.items() if v is not None}
     return given or None
@@ -123,6 +125,13 @@ def add_search_commands(sub: argparse._SubParsersAction) -> None:
     child = search.add_mutually_exclusive_group()
     child.add_argument("--child", dest="child", action="store_true", default=None)
     child.add_argument("--adult", dest="child", action="store_false")
+    for item, yes, no in (
+        ("hat", "wears a hat or cap", "bare-headed"),
+        ("bag", "carries a bag", "carries no bag"),
+    ):
+        group = search.add_mutually_exclusive_group()
+        group.add_argument(f"--{item}", dest=item, action="store_true", default=None, help=yes)
+        group.add_argument(f"--no-{item}", dest=item, action="store_false", help=no)
     search.add_argument("--cameras", nargs="+", default=None)
     search.add_argument("--max-candidates", type=int, default=20)
     search.add_argument("--min-confidence", type=float, default=None)

@@ -51,6 +51,7 @@ from sightline.store.queries import (
 from sightline.tracking.sink import latest_versions
 
 __all__ = [
+    "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "attach_routes",
     "expand_from_store",
@@ -58,6 +59,7 @@ __all__ = [
     "search_store",
     "search_tracklets",
     "store_partitions",
+    "with_optional_columns",
 ]
 
 REQUIRED_COLUMNS = (
@@ -76,8 +78,13 @@ REQUIRED_COLUMNS = (
     "height_m",
     "quality",
     "thumbnail",
+    "hat_probability",
+    "bag_probability",
 )
 """Tracklet columns a search reads (a subset of ``TRACKLET_SCHEMA``)."""
+
+OPTIONAL_COLUMNS = ("hat_probability", "bag_probability")
+"""Required columns a frame may lack (tracklets recorded before they existed): null."""
 
 _ROUTE_INPUT = (
     "key",
@@ -98,7 +105,15 @@ _SCORES = ("confidence", "appearance_similarity", "description_match", "colour_c
 # --------------------------------------------------------------------------- in memory
 
 
+def with_optional_columns(tracklets: pl.DataFrame) -> pl.DataFrame:
+    """``tracklets`` with the :data:`OPTIONAL_COLUMNS` it lacks added as nulls."""
+    return tracklets.with_columns(
+        pl.lit(None, pl.Float32).alias(c) for c in OPTIONAL_COLUMNS if c not in tracklets
+    )
+
+
 def _prepare(tracklets: pl.DataFrame, identities: pl.DataFrame | None) -> pl.DataFrame:
+    tracklets = with_optional_columns(tracklets)
     missing = [c for c in REQUIRED_COLUMNS if c not in tracklets.columns]
     if missing:
         raise ValueError(f"tracklets lack columns {missing}; expected TRACKLET_SCHEMA")
@@ -175,9 +190,13 @@ def _candidates(
 
 def _warnings(query: SearchQuery, scored: pl.DataFrame) -> list[str]:
     notes = list(query.photo_warnings)
-    if query.description is not None and query.description.unused:
-        unused = " and ".join(query.description.unused)
-        notes.append(f"{unused} not used yet: tracklets do not record bags or hats")
+    for item in query.description.accessories if query.description is not None else []:
+        unread = scored[f"{item}_probability"].null_count()
+        if unread:
+            notes.append(
+                f"{unread} of {scored.height} tracklet(s) do not record a {item} (tracked "
+                "before hats and bags were read): it counts as unknown for them"
+            )
     missing = [k for k in query.confirmed if k not in query.expansion]
     if missing:
         notes.append(

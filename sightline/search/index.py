@@ -104,8 +104,9 @@ class EmbeddingIndex:
         column a search reads (the engine's ``REQUIRED_COLUMNS``), the index also keeps
         them (without the samples, which it holds already), so a search can be answered
         from memory (:meth:`rows_for`)."""
-        from sightline.search.engine import REQUIRED_COLUMNS
+        from sightline.search.engine import REQUIRED_COLUMNS, with_optional_columns
 
+        tracklets = with_optional_columns(tracklets)
         keep = all(c in tracklets.columns for c in REQUIRED_COLUMNS)
         light = ("tracklet_id", "camera_id", "version", "t_start", "t_end", "embeddings")
         rows = latest_versions(tracklets.select(REQUIRED_COLUMNS if keep else light))

@@ -90,8 +90,9 @@ def _utc(value: datetime) -> datetime:
 class Description(_Strict):
     """What the person looks like, in the words of the palette and in metres.
 
-    Every attribute is optional, but at least one must be given. ``bag`` and ``hat`` are
-    accepted and not yet used: tracklets do not record them (the result says so).
+    Every attribute is optional, but at least one must be given. ``hat`` and ``bag`` are
+    matched against what the tracklets read from their crops (``hat_probability``,
+    ``bag_probability``); ``False`` asks for someone without one.
     """
 
     upper_colour: str | None = Field(
@@ -103,8 +104,10 @@ class Description(_Strict):
     child: bool | None = Field(
         None, description="True for a child, False for an adult (judged from the height)."
     )
-    bag: bool | None = Field(None, description="Carries a bag. Not used yet.")
-    hat: bool | None = Field(None, description="Wears a hat. Not used yet.")
+    bag: bool | None = Field(
+        None, description="True: carries a bag (backpack or shoulder bag); False: no bag."
+    )
+    hat: bool | None = Field(None, description="True: wears a hat or cap; False: bare head.")
 
     @field_validator("upper_colour", "lower_colour", mode="before")
     @classmethod
@@ -135,9 +138,9 @@ class Description(_Strict):
         return {region: name for region, name in pairs if name is not None}
 
     @property
-    def unused(self) -> list[str]:
-        """Attributes given that search cannot use yet."""
-        return [name for name in ("bag", "hat") if getattr(self, name) is not None]
+    def accessories(self) -> list[str]:
+        """The accessories asked about (``hat``, ``bag``), either way."""
+        return [name for name in ("hat", "bag") if getattr(self, name) is not None]
 
 
 class LastSeen(_Strict):

@@ -69,9 +69,11 @@ from sightline.search.query import Description, SearchQuery
 from sightline.tracking.attributes import COLOUR_NAMES, UNKNOWN_COLOUR
 
 __all__ = [
+    "BAG_TRUST",
     "CHILD_MAX_HEIGHT_M",
     "COLOUR_TRUST",
     "DEFAULT_PHOTO_CALIBRATION",
+    "HAT_TRUST",
     "HEIGHT_SIGMA_M",
     "SCORE_SCHEMA",
     "SEARCH_PRIOR",
@@ -85,6 +87,7 @@ __all__ = [
     "height_probability",
     "photo_child_fit",
     "score_tracklets",
+    "worn_probability",
 ]
 
 DEFAULT_PHOTO_CALIBRATION = DEFAULT_PHOTO_ADAPTER.with_name("photo_calibration.json")
@@ -109,6 +112,13 @@ CHILD_MAX_HEIGHT_M = 1.45
 COLOUR_TRUST = 0.95
 """Weight of the recorded colour against a flat guess (colour named right for 94-100%
 of tracklets on held-out sites). Lowering it lets colour count for less."""
+
+HAT_TRUST = 0.9
+"""Weight of a tracklet's recorded ``P(hat)`` against a coin flip (see
+:func:`worn_probability`)."""
+
+BAG_TRUST = 0.7
+"""The same for ``P(bag)``: bags are harder to see (read right for fewer tracklets)."""
 
 _ATTRIBUTE_FLOOR = 0.02  # a height far outside the range lowers, never zeroes, the fit
 _UNKNOWN = 0.5  # a height that could not be measured: a coin flip
@@ -135,14 +145,17 @@ class SearchCalibration:
     height_sigma_m: float = HEIGHT_SIGMA_M
     child_max_height_m: float = CHILD_MAX_HEIGHT_M
     colour_trust: float = COLOUR_TRUST
+    hat_trust: float = HAT_TRUST
+    bag_trust: float = BAG_TRUST
 
     def __post_init__(self) -> None:
         if not 0 < self.prior < 1:
             raise ValueError(f"prior must be in (0, 1), got {self.prior}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if not 0 <= self.colour_trust <= 1:
-            raise ValueError(f"colour_trust must be in [0, 1], got {self.colour_trust}")
+        for name in ("colour_trust", "hat_trust", "bag_trust"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.height_sigma_m <= 0:
             raise ValueError(f"height_sigma_m must be > 0, got {self.height_sigma_m}")
 
@@ -276,6 +289,14 @@ def photo_child_fit(
     return np.where(np.isfinite(h), fit, 1.0)
 
 
+def worn_probability(recorded: np.ndarray, wanted: bool, trust: float) -> np.ndarray:
+    """``P(has the item) == wanted`` per tracklet from its recorded ``P(item)`` (nan where
+    not recorded: a coin flip), trusted to ``trust``: ``trust q + (1 - trust) / 2``."""
+    p = np.asarray(recorded, dtype=np.float64)
+    q = np.where(np.isfinite(p), p, _UNKNOWN)
+    return trust * (q if wanted else 1.0 - q) + (1.0 - trust) * _UNKNOWN
+
+
 def _heights(frame: pl.DataFrame) -> np.ndarray:
     """The tracklets' measured heights (nan where not measured)."""
     return frame["height_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -306,6 +327,12 @@ def describe(
             heights, description.child, cal.child_max_height_m, cal.height_sigma_m
         )
         parts.append((_ATTRIBUTE_FLOOR + (1 - _ATTRIBUTE_FLOOR) * fit, 1.0))
+    for item, trust in (("hat", cal.hat_trust), ("bag", cal.bag_trust)):
+        wanted = getattr(description, item)
+        if wanted is not None:
+            recorded = frame[f"{item}_probability"].cast(pl.Float64).fill_null(np.nan)
+            best = trust + (1.0 - trust) * _UNKNOWN
+            parts.append((worn_probability(recorded.to_numpy(), wanted, trust), best))
     match = np.ones(frame.height)
     relative = np.ones(frame.height)
     for p, best in parts:

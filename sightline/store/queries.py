@@ -113,6 +113,7 @@ def scan(store: StoreLike, table: str) -> pl.LazyFrame:
         hive_partitioning=True,
         hive_schema=hive,
         schema=TABLES[table],
+        missing_columns="insert",  # parts written before a column was added read it as null
         storage_options=options,
     )
 

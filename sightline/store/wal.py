@@ -360,7 +360,10 @@ _SCALAR_FIELDS: dict[str, pa.DataType] = {
     "height_m": pa.float64(),
     "quality": pa.float64(),
     "thumbnail_jpeg": pa.binary(),
+    "hat_probability": pa.float64(),
+    "bag_probability": pa.float64(),
 }
+_ADDED_FIELDS = ("hat_probability", "bag_probability")  # absent from older payloads: None
 
 
 def encode_tracklets(tracklets: list[Tracklet]) -> bytes:
@@ -400,7 +403,11 @@ def decode_tracklets(payload: bytes) -> list[Tracklet]:
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
     out = []
     for i in range(table.num_rows):
-        fields: dict[str, Any] = {name: columns[name][i] for name in _SCALAR_FIELDS}
+        fields: dict[str, Any] = {
+            name: columns[name][i]
+            for name in _SCALAR_FIELDS
+            if name in columns or name not in _ADDED_FIELDS
+        }
         for name in _ARRAY_FIELDS:
             dtype = np.dtype(columns[f"{name}.dtype"][i])
             raw = np.frombuffer(columns[name][i], dtype=dtype)

@@ -30,6 +30,7 @@ __all__ = [
     "latest_versions",
     "read_tracklets",
     "tracklets_frame",
+    "with_tracklet_schema",
 ]
 
 _F32_LIST = pl.List(pl.Float32())
@@ -56,6 +57,8 @@ TRACKLET_SCHEMA: dict[str, pl.DataType] = {
     "height_m": pl.Float32(),
     "quality": pl.Float32(),
     "thumbnail": pl.String(),
+    "hat_probability": pl.Float32(),
+    "bag_probability": pl.Float32(),
 }
 
 
@@ -108,6 +111,8 @@ _SCALAR_COLUMNS = (
     "lower_colour_confidence",
     "height_m",
     "quality",
+    "hat_probability",
+    "bag_probability",
 )
 _ARRAY_COLUMNS = ("boxes", "scores", "foot_px", "foot_world", "embeddings", "embedding_mean")
 
@@ -201,7 +206,14 @@ def read_tracklets(out_dir: str | Path) -> pl.DataFrame:
     files = sorted(Path(out_dir).glob("tracklets/camera_id=*/*.parquet"))
     if not files:
         return pl.DataFrame(schema=TRACKLET_SCHEMA)
-    return pl.concat([pl.read_parquet(f) for f in files])
+    return pl.concat([with_tracklet_schema(pl.read_parquet(f)) for f in files])
+
+
+def with_tracklet_schema(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the :data:`TRACKLET_SCHEMA` columns it lacks added as nulls (parts
+    written before ``hat_probability`` and ``bag_probability`` existed)."""
+    missing = [pl.lit(None, kind).alias(n) for n, kind in TRACKLET_SCHEMA.items() if n not in frame]
+    return frame.with_columns(missing) if missing else frame
 
 
 def latest_versions(tracklets: pl.DataFrame) -> pl.DataFrame:

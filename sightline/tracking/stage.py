@@ -3,7 +3,9 @@
 :class:`TrackingStage` is what the camera actor hands each detected frame to (it is a
 :class:`~sightline.ingest.DetectionSink`, async). It stays Ray-free: the embedder is an
 injected async callable (the actor passes the Serve deployment's ``embed``), so the
-stage runs the same in a test with a local model.
+stage runs the same in a test with a local model. So is the optional hat-and-bag reader
+(``read_attributes``: the deployment's ``read_attributes``), run on the crops kept for
+the embedder.
 
 :meth:`TrackingStage.checkpoint` / :meth:`TrackingStage.restore` carry the stage's state
 (tracker, open tracks, counters) over to a new stage of the same camera and run id: a
@@ -29,15 +31,19 @@ from sightline.models.core import Detections
 from sightline.tracking.core import ByteTracker, IdCounter
 from sightline.tracking.sink import TrackletSink
 from sightline.tracking.tracklets import (
+    Crop,
     TrackletBuilder,
     TrackletDraft,
     crop_box,
     crops_to_embed,
+    crops_to_read,
 )
 
-__all__ = ["EmbedFn", "GroundFn", "TrackingStage"]
+__all__ = ["EmbedFn", "GroundFn", "ReadAttributesFn", "TrackingStage"]
 
 EmbedFn = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
+ReadAttributesFn = Callable[[list[np.ndarray]], Awaitable[np.ndarray]]
+"""Crops -> ``(N, 2)`` ``P(hat), P(bag)`` (the Embedder deployment's ``read_attributes``)."""
 GroundFn = Callable[[GroundFrame], object]
 _MAX_RETRY_DRAFTS = 1000  # drafts kept for a retry while the embedder is down
 
@@ -61,10 +67,12 @@ class TrackingStage:
         detections: DetectionSink | None = None,
         ground: GroundFn | None = None,
         run_id: str | None = None,
+        read_attributes: ReadAttributesFn | None = None,
     ) -> None:
         self.camera_id = camera.id
         self.config = config or TrackingConfig()
         self._embed = embed
+        self._read_attributes = read_attributes
         self._sink = tracklets
         self._detections = detections
         self._ground = ground
@@ -79,6 +87,9 @@ class TrackingStage:
             "crops_embedded": 0,
             "embed_errors": 0,
             "last_embed_error": None,
+            "crops_read": 0,
+            "attribute_errors": 0,
+            "last_attribute_error": None,
         }
 
     async def write(
@@ -164,6 +175,23 @@ class TrackingStage:
         self.stats["crops_embedded"] += len(crops)
         return vectors
 
+    async def _read(self, crops: list[Crop]) -> None:
+        """Read the crops' hat and bag; on an error they stay unread (the tracklets then
+        record none) and the next version tries again: tracking never waits for it."""
+        if self._read_attributes is None or not crops:
+            return
+        try:
+            read = np.asarray(await self._read_attributes([c.pixels for c in crops]))
+            if read.shape != (len(crops), 2):
+                raise ValueError(f"expected ({len(crops)}, 2) readings, got {read.shape}")
+        except Exception as exc:
+            self.stats["attribute_errors"] += 1
+            self.stats["last_attribute_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            return
+        for crop, row in zip(crops, read, strict=True):
+            crop.attributes = row.astype(np.float32)
+        self.stats["crops_read"] += len(crops)
+
     async def _emit(self, drafts: list[TrackletDraft]) -> None:
         # a retried draft is superseded by a newer version of the same tracklet
         latest = {d.tracklet_id: d for d in self._retry + drafts}
@@ -179,6 +207,7 @@ class TrackingStage:
             for crop, vector in zip(crops, vectors, strict=True):
                 crop.embedding = np.asarray(vector, dtype=np.float32)
         self._retry = []
+        await self._read(crops_to_read(drafts))
         tracklets = [d.complete() for d in drafts]
         await _maybe_await(self._sink.write(tracklets))
         self.stats["tracklets_emitted"] += len(tracklets)

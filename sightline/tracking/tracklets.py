@@ -10,8 +10,9 @@ time with the full history so far and a higher ``version``: a later version supe
 an earlier one of the same ``tracklet_id``. Crops are embedded outside (the embedder is
 a Ray Serve deployment): :meth:`TrackletBuilder.collect` returns drafts listing the crops
 still to embed (:func:`crops_to_embed`), and :meth:`TrackletDraft.complete` turns a
-draft into a :class:`Tracklet` once they have their vectors. Embeddings computed for an
-earlier version are reused.
+draft into a :class:`Tracklet` once they have their vectors. The same crops may be read
+for a hat and a bag (:func:`crops_to_read`; the tracklet records the mean ``P(hat)`` and
+``P(bag)`` of its read crops). Embeddings and readings of an earlier version are reused.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "TrackletDraft",
     "crop_box",
     "crops_to_embed",
+    "crops_to_read",
 ]
 
 _THUMBNAIL_QUALITY = 85
@@ -60,6 +62,8 @@ class Tracklet:
     ``embeddings`` ``(K, D)`` come from the best-quality crops, ``embedding_mean`` is
     their L2-normalised mean. Colours are names from the clothing palette with a
     confidence in [0, 1]; ``height_m`` is ``nan`` when no crop was good enough.
+    ``hat_probability`` and ``bag_probability`` are ``P(wears a hat)`` and ``P(carries a
+    bag)`` read from the embedded crops (None when they were not read).
     ``final`` is true for the last version (the track ended).
     """
 
@@ -82,6 +86,8 @@ class Tracklet:
     height_m: float
     quality: float
     thumbnail_jpeg: bytes
+    hat_probability: float | None = None
+    bag_probability: float | None = None
 
     @property
     def t_start(self) -> float:
@@ -96,12 +102,14 @@ class Tracklet:
 
 @dataclass
 class Crop:
-    """A person crop kept for the embedder: its quality, time, pixels and (later) vector."""
+    """A person crop kept for the embedder: its quality, time, pixels and (later) vector
+    and ``attributes`` (``P(hat), P(bag)``, when the attribute reader has read it)."""
 
     quality: float
     ts: float
     pixels: np.ndarray
     embedding: np.ndarray | None = None
+    attributes: np.ndarray | None = None
 
 
 @dataclass
@@ -150,15 +158,32 @@ class TrackletDraft:
             raise ValueError(f"tracklet {self.tracklet_id}: crops without embeddings")
         vectors = np.stack([c.embedding for c in self.crops])  # type: ignore[misc]
         mean = l2_normalise(vectors.mean(axis=0, keepdims=True))[0]
-        return Tracklet(**self.fields, embeddings=vectors, embedding_mean=mean)
+        read = [c.attributes for c in self.crops if c.attributes is not None]
+        hat, bag = np.mean(read, axis=0).tolist() if read else (None, None)
+        return Tracklet(
+            **self.fields,
+            embeddings=vectors,
+            embedding_mean=mean,
+            hat_probability=hat,
+            bag_probability=bag,
+        )
 
 
 def crops_to_embed(drafts: list[TrackletDraft]) -> list[Crop]:
     """The crops of ``drafts`` still without an embedding, each once, in a stable order."""
+    return _crops_without(drafts, "embedding")
+
+
+def crops_to_read(drafts: list[TrackletDraft]) -> list[Crop]:
+    """The crops of ``drafts`` whose hat and bag are not read yet, each once, in order."""
+    return _crops_without(drafts, "attributes")
+
+
+def _crops_without(drafts: list[TrackletDraft], name: str) -> list[Crop]:
     seen: dict[int, Crop] = {}
     for draft in drafts:
         for crop in draft.crops:
-            if crop.embedding is None:
+            if getattr(crop, name) is None:
                 seen.setdefault(id(crop), crop)
     return list(seen.values())
 

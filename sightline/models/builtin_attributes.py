@@ -1,0 +1,98 @@
+"""The built-in hat-and-bag reader for CCTV person crops: a small CNN with two outputs.
+
+A description says "wears a cap" or "had a backpack"; the tracklets record the colours
+and the height, and with this reader ``P(hat)`` and ``P(bag)`` too. The network sees a
+tracked person's crop (the detector's box, as the tracklet keeps it for the embedder)
+resized to 128x64 like the re-ID input. Four convolution stages bring it to an 8x4 map
+which is flattened, not pooled: a hat is at the top of the box and a backpack at
+shoulder height on the back, so where a blob of colour sits is the signal. It is
+trained by ``sightline train attributes`` (:mod:`sightline.training.attributes`) on
+ground-truth crops of the default-preset training sites and outputs
+``(P(hat), P(bag))`` per crop.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sightline.models.builtin_child import conv_stage
+from sightline.models.builtin_embedder import crops_to_input
+from sightline.models.core import check_crops, read_weights
+
+__all__ = [
+    "ATTRIBUTES",
+    "DEFAULT_ATTRIBUTE_WEIGHTS",
+    "AttributeNet",
+    "AttributeReader",
+    "builtin_attribute_reader",
+]
+
+DEFAULT_ATTRIBUTE_WEIGHTS = Path(__file__).parent / "weights" / "attributes.pt"
+
+ATTRIBUTES = ("hat", "bag")
+"""What the reader outputs, in column order."""
+
+_BATCH = 256
+
+
+class AttributeNet(nn.Module):
+    """Crops (N, 3, 128, 64) in [0, 1] -> logits (N, 2) of ``P(hat)`` and ``P(bag)``."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            conv_stage(3, w),
+            conv_stage(w, 2 * w),
+            conv_stage(2 * w, 3 * w),
+            conv_stage(3 * w, 4 * w),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(4 * w * 8 * 4, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, len(ATTRIBUTES)),
+        )
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, one row per crop."""
+        return self.head(self.features(x))
+
+
+class AttributeReader:
+    """``reader(crops) -> (N, 2)`` ``P(hat), P(bag)`` per crop ``(h, w, 3) uint8``, on the CPU."""
+
+    def __init__(self, net: AttributeNet, meta: dict[str, Any] | None = None) -> None:
+        self.net = net.eval()
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def load(cls, path: Path | str = DEFAULT_ATTRIBUTE_WEIGHTS) -> AttributeReader:
+        """The reader with the weights in ``path`` (a clear error when it is missing)."""
+        state, meta = read_weights(path, "hat-and-bag reader", "sightline train attributes")
+        net = AttributeNet(width=int(meta.get("width", 16)))
+        net.load_state_dict(state)
+        return cls(net, meta)
+
+    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        check_crops(crops)
+        out = [np.zeros((0, len(ATTRIBUTES)))]
+        with torch.inference_mode():
+            for start in range(0, len(crops), _BATCH):
+                logits = self.net(crops_to_input(crops[start : start + _BATCH]))
+                out.append(torch.sigmoid(logits).double().numpy())
+        return np.concatenate(out)
+
+
+@cache
+def builtin_attribute_reader() -> AttributeReader:
+    """The committed reader, loaded once per process."""
+    return AttributeReader.load()
