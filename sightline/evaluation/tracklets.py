@@ -8,6 +8,8 @@ and ``gt/boxes.parquet``:
 - colour accuracy (upper, lower) over tracklets longer than 1 s (an ``unknown`` colour
   counts as wrong);
 - height: median absolute error of the tracklet's ``height_m``;
+- hat and bag: the share of tracklets longer than 1 s whose ``P(hat)``/``P(bag)`` is on
+  the right side of 0.5, and the AUC (tracklets that recorded no reading are left out);
 - foot-points: median ground distance between each matched frame's ``foot_world`` and
   the person's true position (all matched frames, and those >= 50 % visible).
 
@@ -59,6 +61,22 @@ class _MemorySink:
 
     def close(self) -> None:
         """Nothing to flush."""
+
+
+def _worn_scores(long: pl.DataFrame) -> dict[str, Any]:
+    """Hat and bag read right (``P >= 0.5`` against the truth) and their AUC, over the
+    tracklets that recorded them; None where none did (or one class only, for the AUC)."""
+    from sightline.training.attributes import auc_or_none
+
+    out: dict[str, Any] = {}
+    for item in ("hat", "bag"):
+        read = long.filter(pl.col(f"{item}_probability").is_not_null())
+        p = read[f"{item}_probability"].cast(pl.Float64).to_numpy()
+        truth = read[f"true_{item}"].to_numpy()
+        out[f"{item}_tracklets"] = read.height
+        out[f"{item}_accuracy"] = round(float(np.mean((p >= 0.5) == truth)), 4) if len(p) else None
+        out[f"{item}_auc"] = auc_or_none(p, truth.astype(np.float64))
+    return out
 
 
 def build_tracklets(
@@ -202,6 +220,8 @@ def score_tracklets(
             pl.col("upper_colour").alias("true_upper"),
             pl.col("lower_colour").alias("true_lower"),
             pl.col("height_m").alias("true_height_m"),
+            pl.col("hat_colour").is_not_null().alias("true_hat"),
+            pl.col("bag_colour").is_not_null().alias("true_bag"),
         ),
         on="person_id",
     )
@@ -225,6 +245,7 @@ def score_tracklets(
             owned.filter(pl.col("visibility") >= 0.5)["foot_error_m"]
         ),
         "foot_frames": owned.height,
+        **_worn_scores(long),
         "colour_mistakes": long.filter(pl.col("upper_colour") != pl.col("true_upper"))
         .select("tracklet_id", "upper_colour", "true_upper")
         .head(20)

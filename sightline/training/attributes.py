@@ -34,7 +34,13 @@ from sightline.training import DEFAULT_VALIDATION_SEED, REID_DEFAULT_SEEDS
 from sightline.training.data import load_reid_crops
 from sightline.training.sites import ensure_site
 
-__all__ = ["AttributeCrops", "attribute_crops", "score_attributes", "train_attributes"]
+__all__ = [
+    "AttributeCrops",
+    "attribute_crops",
+    "auc_or_none",
+    "score_attributes",
+    "train_attributes",
+]
 
 _BATCH = 64
 _CROP = (128, 64)
@@ -107,8 +113,8 @@ def score_attributes(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> d
     for j, name in enumerate(ATTRIBUTES):
         y, q = group_labels[:, j] > 0.5, np.clip(mean_p[:, j], eps, 1 - eps)
         out[name] = {
-            "crop_auc": _auc(p[:, j], labels[:, j]),
-            "track_auc": _auc(mean_p[:, j], group_labels[:, j]),
+            "crop_auc": auc_or_none(p[:, j], labels[:, j]),
+            "track_auc": auc_or_none(mean_p[:, j], group_labels[:, j]),
             "track_accuracy": round(float(np.mean((q > 0.5) == y)), 4),
             "track_nll": round(float(-np.mean(np.where(y, np.log(q), np.log(1 - q)))), 4),
             "tracks_with": int(y.sum()),
@@ -116,8 +122,10 @@ def score_attributes(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> d
     return out
 
 
-def _auc(p: np.ndarray, y: np.ndarray) -> float | None:
-    if y.min() == y.max():
+def auc_or_none(p: np.ndarray, y: np.ndarray) -> float | None:
+    """ROC AUC of scores ``p`` for labels ``y`` (truthy: positive), rounded; None when
+    ``y`` is empty or has one class only (undefined)."""
+    if len(y) == 0 or y.min() == y.max():
         return None  # one class only: undefined
     value = binary_auroc(torch.as_tensor(p), torch.as_tensor(y > 0.5).long())
     return round(float(value), 4)
