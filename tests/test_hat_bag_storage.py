@@ -39,8 +39,8 @@ def test_the_wal_payload_carries_hats_and_bags():
 
 def test_a_wal_payload_from_before_hats_and_bags_decodes_them_as_none():
     payload = encode_tracklets([_worn("cam1-0-1", 0.9, 0.2)])
-    table = pa.ipc.open_stream(payload).read_all().drop_columns(
-        ["hat_probability", "bag_probability"]
+    table = (
+        pa.ipc.open_stream(payload).read_all().drop_columns(["hat_probability", "bag_probability"])
     )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
