@@ -212,6 +212,14 @@ def test_tracklet_scores_against_ground_truth(tracked, tiny_site: Path):
     assert scores["upper_colour_accuracy"] >= 0.8
     assert scores["height_median_error_m"] < 0.1
     assert scores["foot_median_error_m"] < 0.3
+    # the ConstantReader says "no hat, a bag" for everyone: right for the people without a
+    # hat and with a bag only, and no better than chance at ranking (AUC 0.5)
+    people = pl.read_parquet(tiny_site / "gt" / "people.parquet")
+    assert 0 < scores["hat_tracklets"] <= scores["tracklets_longer_than_1s"]
+    assert scores["hat_auc"] == pytest.approx(0.5) and scores["bag_auc"] == pytest.approx(0.5)
+    assert scores["hat_accuracy"] > 0.5 > scores["bag_accuracy"]
+    assert people["hat_colour"].null_count() > people.height / 2
+    assert people["bag_colour"].null_count() > people.height / 2
     # a tracklet moved by a metre on the ground is a metre off
     shifted = latest_versions(tracklets).with_columns(
         pl.col("foot_world").list.eval(pl.element().list.eval(pl.element() + 0.7071))

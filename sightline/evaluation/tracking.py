@@ -703,19 +703,24 @@ def _embed_detections(site: Path, cameras: list[_Camera]) -> None:
 def _tracklet_scores(
     site: Path, cameras: list[_Camera], config: TrackerConfig, appearance: bool
 ) -> dict[str, Any]:
-    """Tracklets built as a camera actor builds them, scored on colours, height, feet."""
+    """Tracklets built as a camera actor builds them, scored on colours, height, feet,
+    hat and bag."""
     from sightline.evaluation.tracklets import score_tracklets, tracklets_for_camera
+    from sightline.models.builtin_attributes import builtin_attribute_reader
 
     site_config = load_site_config(site / "site.yaml")
     tracking = TrackingConfig(tracker=config, appearance=appearance)
     embedder = _builtin_embedder()
+    reader = builtin_attribute_reader()
     tables = []
     for camera in tqdm(cameras, desc="tracklets", unit="camera", file=sys.stderr):
         detections = [dets for _, _, dets in camera.detections]
         video = site / "videos" / f"{camera.camera_id}.mp4"
         cam = site_config.camera(camera.camera_id)
         tables.append(
-            tracklets_for_camera(video, cam, detections, embedder, tracking, camera.embeddings)
+            tracklets_for_camera(
+                video, cam, detections, embedder, tracking, camera.embeddings, reader
+            )
         )
     return score_tracklets(
         pl.concat(tables),

@@ -134,9 +134,12 @@ def tracklets_for_camera(
     embedder: EmbedderBackend,
     config: TrackingConfig | None = None,
     embeddings: Sequence[np.ndarray] | None = None,
+    read_attributes: Callable[[list[np.ndarray]], np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Latest tracklet versions of one camera, as a table (see :func:`build_tracklets`)."""
-    tracklets = build_tracklets(video, camera, detections, embedder, config, embeddings)
+    tracklets = build_tracklets(
+        video, camera, detections, embedder, config, embeddings, read_attributes=read_attributes
+    )
     return latest_versions(tracklets_frame(tracklets, [""] * len(tracklets)))
 
 

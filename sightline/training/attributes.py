@@ -127,7 +127,9 @@ def auc_or_none(p: np.ndarray, y: np.ndarray) -> float | None:
     ``y`` is empty or has one class only (undefined)."""
     if len(y) == 0 or y.min() == y.max():
         return None  # one class only: undefined
-    value = binary_auroc(torch.as_tensor(p), torch.as_tensor(y > 0.5).long())
+    value = binary_auroc(
+        torch.tensor(np.asarray(p, np.float64)), torch.tensor(np.asarray(y) > 0.5).long()
+    )
     return round(float(value), 4)
 
 
