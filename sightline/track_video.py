@@ -342,7 +342,8 @@ def tracks_table(
 def tracklets_table(
     tracklets: pl.DataFrame, frame_times_us: np.ndarray, *, calibrated: bool
 ) -> pl.DataFrame:
-    """One row per track: frame span, times, clothing colours, height, thumbnail.
+    """One row per track: frame span, times, clothing colours, height, hat and bag
+    (``P(hat)``, ``P(bag)``), thumbnail.
 
     ``height_m`` is null when not ``calibrated`` or when no crop was good enough;
     ``thumbnail`` is relative to the output folder (the crops live under ``run/``).
@@ -362,6 +363,8 @@ def tracklets_table(
         "lower_colour",
         "lower_colour_confidence",
         height.cast(pl.Float32).alias("height_m"),
+        "hat_probability",
+        "bag_probability",
         "quality",
         ("run/" + pl.col("thumbnail")).alias("thumbnail"),
     ).sort("track_id")
@@ -545,6 +548,7 @@ def _camera_health(run: dict[str, Any]) -> dict[str, Any]:
         "decode_errors",
         "detector_errors",
         "embed_errors",
+        "attribute_errors",
         "sink_errors",
         "last_error",
         "last_detector_error",

@@ -90,6 +90,10 @@ def test_cameras_emit_tracklets_with_world_points_and_embeddings(pipeline_run, t
     assert all((out / p).is_file() for p in latest["thumbnail"])
     for cam in summary["cameras"]:
         assert cam["embed_errors"] == 0 and cam["sink_errors"] == 0
+        assert cam["attribute_errors"] == 0 and cam["crops_read"] > 0
+    # the Embedder replica read every kept crop's hat and bag
+    for item in ("hat_probability", "bag_probability"):
+        assert latest[item].is_not_null().all() and latest[item].is_between(0, 1).all()
     assert summary["embedder_batches"]["assigned_resources"].get("GPU") == pytest.approx(0.25)
     # nearly every ground point lies on the site (a margin for boxes cut by the frame)
     xy = latest.select(pl.col("foot_world").explode().list.to_array(2)).to_series().to_numpy()
