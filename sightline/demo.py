@@ -88,13 +88,16 @@ class DemoPerson:
     height_m: float
     is_child: bool
     photo: Path
+    hat: bool = False
+    bag: bool = False
 
     def describe(self) -> str:
         """One line: who, what they wear, where the ground truth has them."""
         who = "child" if self.is_child else "adult"
+        worn = "".join(f", {item}" for item in ("hat", "bag") if getattr(self, item))
         return (
             f"p{self.person_id:04d} ({who}, {self.height_m:.2f} m, top {self.upper_colour}, "
-            f"bottom {self.lower_colour}), visible on {len(self.cameras)} cameras "
+            f"bottom {self.lower_colour}{worn}), visible on {len(self.cameras)} cameras "
             f"({', '.join(self.cameras)}) for {self.visible_s:.1f} s"
         )
 
@@ -136,6 +139,8 @@ def pick_demo_person(site_dir: Path) -> DemoPerson:
         height_m=float(row["height_m"]),
         is_child=bool(row["is_child"]),
         photo=site_dir / "reference" / f"p{best['person_id']:04d}.png",
+        hat=row["hat_colour"] is not None,
+        bag=row["bag_colour"] is not None,
     )
 
 
@@ -150,13 +155,16 @@ def _fps(frames: pl.DataFrame) -> float:
 
 def description_for(person: DemoPerson) -> Description:
     """The description a family would give: colours, height +- :data:`HEIGHT_MARGIN_M`,
-    child or adult (as ``sightline eval search`` builds its description queries)."""
+    child or adult, hat or not, bag or not (as ``sightline eval search`` builds its
+    description queries)."""
     return Description(
         upper_colour=person.upper_colour,
         lower_colour=person.lower_colour,
         height_min_m=max(0.5, person.height_m - HEIGHT_MARGIN_M),
         height_max_m=min(2.5, person.height_m + HEIGHT_MARGIN_M),
         child=person.is_child,
+        hat=person.hat,
+        bag=person.bag,
     )
 
 
@@ -275,6 +283,8 @@ def _describe_query(d: Description) -> str:
         parts.append(f"{d.height_min_m:.2f}-{d.height_max_m:.2f} m")
     if d.child is not None:
         parts.append("child" if d.child else "adult")
+    for item in d.accessories:
+        parts.append(item if getattr(d, item) else f"no {item}")
     return ", ".join(parts)
 
 

@@ -49,7 +49,10 @@ def _write_gt(folder: Path, boxes: list[dict], people: list[int]) -> Path:
             "lower_colour": ["blue"] * len(people),
             "height_m": [1.7] * len(people),
             "is_child": [False] * len(people),
-        }
+            "hat_colour": [None] * len(people),
+            "bag_colour": ["black"] * len(people),
+        },
+        schema_overrides={"hat_colour": pl.String},
     ).write_parquet(folder / "gt" / "people.parquet")
     return folder
 
@@ -103,6 +106,8 @@ def test_pick_on_a_rendered_site_uses_ground_truth_only(tiny_site: Path, tmp_pat
     assert (wanted.upper_colour, wanted.lower_colour) == (row["upper_colour"], row["lower_colour"])
     assert wanted.height_min_m == pytest.approx(row["height_m"] - 0.1, abs=1e-6)
     assert wanted.child is bool(row["is_child"])
+    assert wanted.hat is (row["hat_colour"] is not None)
+    assert wanted.bag is (row["bag_colour"] is not None)
 
 
 # --------------------------------------------------------------------------- a store
