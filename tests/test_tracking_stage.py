@@ -20,8 +20,9 @@ from sightline.training.data import read_frames
 CAMERA = "cam01"
 
 
-class ColourEmbedder:
-    """Test double: a crop's mean colour as a unit vector; fails the first ``fail`` calls."""
+class _Flaky:
+    """An async model double that fails its first ``fail`` calls, then answers
+    :meth:`answer`; counts calls and crops answered."""
 
     def __init__(self, fail: int = 0) -> None:
         self.fail = fail
@@ -33,24 +34,24 @@ class ColourEmbedder:
         if self.calls <= self.fail:
             raise ConnectionError("embedder replica is down")
         self.crops += len(crops)
+        return self.answer(crops)
+
+    def answer(self, crops: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ColourEmbedder(_Flaky):
+    """Test double: a crop's mean colour as a unit vector."""
+
+    def answer(self, crops: list[np.ndarray]) -> np.ndarray:
         means = np.stack([c.reshape(-1, 3).mean(axis=0) for c in crops]).astype(np.float32)
         return l2_normalise(means + 1.0)
 
 
-class ConstantReader:
-    """Test double of the hat-and-bag reader: ``P(hat) 0.25, P(bag) 0.75`` for every crop;
-    fails the first ``fail`` calls."""
+class ConstantReader(_Flaky):
+    """Test double of the hat-and-bag reader: ``P(hat) 0.25, P(bag) 0.75`` for every crop."""
 
-    def __init__(self, fail: int = 0) -> None:
-        self.fail = fail
-        self.calls = 0
-        self.crops = 0
-
-    async def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
-        self.calls += 1
-        if self.calls <= self.fail:
-            raise ConnectionError("embedder replica is down")
-        self.crops += len(crops)
+    def answer(self, crops: list[np.ndarray]) -> np.ndarray:
         return np.tile([0.25, 0.75], (len(crops), 1))
 
 

@@ -3,8 +3,9 @@
 A description says "wears a cap" or "had a backpack"; the tracklets record the colours
 and the height, and with this reader ``P(hat)`` and ``P(bag)`` too. The network sees a
 tracked person's crop (the detector's box, as the tracklet keeps it for the embedder)
-resized to 128x64 like the re-ID input. Four convolution stages bring it to an 8x4 map
-which is flattened, not pooled: a hat is at the top of the box and a backpack at
+resized to 128x64 like the re-ID input. The network
+(:class:`~sightline.models.crop_net.CropNet`, as the child reader's) brings it to an 8x4
+map which is flattened, not pooled: a hat is at the top of the box and a backpack at
 shoulder height on the back, so where a blob of colour sits is the signal. It is
 trained by ``sightline train attributes`` (:mod:`sightline.training.attributes`) on
 ground-truth crops of the default-preset training sites and outputs
@@ -19,11 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from sightline.models.builtin_child import conv_stage
 from sightline.models.builtin_embedder import crops_to_input
 from sightline.models.core import check_crops, read_weights
+from sightline.models.crop_net import CropNet
 
 __all__ = [
     "ATTRIBUTES",
@@ -41,30 +41,11 @@ ATTRIBUTES = ("hat", "bag")
 _BATCH = 256
 
 
-class AttributeNet(nn.Module):
+class AttributeNet(CropNet):
     """Crops (N, 3, 128, 64) in [0, 1] -> logits (N, 2) of ``P(hat)`` and ``P(bag)``."""
 
     def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            conv_stage(3, w),
-            conv_stage(w, 2 * w),
-            conv_stage(2 * w, 3 * w),
-            conv_stage(3 * w, 4 * w),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(0.3),
-            nn.Linear(4 * w * 8 * 4, 64),
-            nn.ReLU(inplace=True),
-            nn.Linear(64, len(ATTRIBUTES)),
-        )
-        self.width = width
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits, one row per crop."""
-        return self.head(self.features(x))
+        super().__init__(len(ATTRIBUTES), width)
 
 
 class AttributeReader:

@@ -6,12 +6,13 @@ their height. The tracklets record a measured height, so "the photo shows a chil
 "this candidate is 1.78 m tall" contradict each other, even when the clothes and the
 embeddings agree (two people in the same red top and blue jeans).
 
-The network sees the person crop (as :func:`~sightline.search.photos.person_box` cuts it)
-resized to 128x64 like the re-ID embedder's input. Four convolution stages bring it to
-an 8x4 map which is flattened, not pooled: where the head ends and the legs begin is the
-signal. It is trained by ``sightline train photo-child``
-(:mod:`sightline.training.photo_child`) on reference photos of people the simulator draws
-(none of them on any site) and outputs ``P(child)``.
+The network (:class:`~sightline.models.crop_net.CropNet`) sees the person crop (as
+:func:`~sightline.search.photos.person_box` cuts it) resized to 128x64 like the re-ID
+embedder's input. Four convolution stages bring it to an 8x4 map which is flattened,
+not pooled: where the head ends and the legs begin is the signal. It is trained by
+``sightline train photo-child`` (:mod:`sightline.training.photo_child`) on reference
+photos of people the simulator draws (none of them on any site) and outputs
+``P(child)``.
 """
 
 from __future__ import annotations
@@ -22,56 +23,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sightline.models.builtin_embedder import crops_to_input
 from sightline.models.core import check_crops, read_weights
+from sightline.models.crop_net import CropNet
 
 __all__ = [
     "DEFAULT_CHILD_WEIGHTS",
     "ChildNet",
     "ChildReader",
     "builtin_child_reader",
-    "conv_stage",
 ]
 
 DEFAULT_CHILD_WEIGHTS = Path(__file__).parent / "weights" / "photo_child.pt"
 
 
-def conv_stage(c_in: int, c_out: int) -> nn.Sequential:
-    """Conv 3x3, batch norm, ReLU, 2x2 max-pool: one stage of the small crop readers."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
-
-
-class ChildNet(nn.Module):
+class ChildNet(CropNet):
     """Crops (N, 3, 128, 64) in [0, 1] -> logits of ``P(child)``, shape (N,)."""
 
     def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            conv_stage(3, w),
-            conv_stage(w, 2 * w),
-            conv_stage(2 * w, 3 * w),
-            conv_stage(3 * w, 4 * w),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(0.3),
-            nn.Linear(4 * w * 8 * 4, 64),
-            nn.ReLU(inplace=True),
-            nn.Linear(64, 1),
-        )
-        self.width = width
+        super().__init__(1, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, one per crop."""
-        return self.head(self.features(x)).squeeze(1)
+        return super().forward(x).squeeze(1)
 
 
 class ChildReader:

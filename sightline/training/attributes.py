@@ -14,7 +14,6 @@ crop and per person and camera (the mean over its crops, as a tracklet records i
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from sightline.models.builtin_attributes import (
 )
 from sightline.training import DEFAULT_VALIDATION_SEED, REID_DEFAULT_SEEDS
 from sightline.training.data import load_reid_crops
+from sightline.training.loop import fit_binary
 from sightline.training.sites import ensure_site
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "train_attributes",
 ]
 
-_BATCH = 64
 _CROP = (128, 64)
 _MARGIN = 0.08
 _WIDE = (138, 70)  # the box and its margin resized so, then cut to _CROP (as re-ID trains)
@@ -163,22 +162,9 @@ def train_attributes(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = AttributeNet()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    history = []
-    for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(len(crops), generator=gen)
-        total = 0.0
-        for start in range(0, len(order), _BATCH):
-            idx = order[start : start + _BATCH].numpy()
-            optimiser.zero_grad()
-            loss = loss_fn(net(_augment(crops[idx], gen)), labels[idx])
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(idx)
-        history.append(round(total / len(crops), 4))
-        print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]}", file=sys.stderr, flush=True)
+    history = fit_binary(
+        net, len(crops), lambda idx: (_augment(crops[idx.numpy()], gen), labels[idx]), epochs, gen
+    )
     validation = score_attributes(_predict(net, val.crops), val.labels, val.groups)
     meta = {
         "width": net.width,

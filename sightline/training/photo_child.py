@@ -26,14 +26,13 @@ from sightline.search.photos import Detect, person_box
 from sightline.sim.people import random_appearance
 from sightline.sim.reference import render_reference
 from sightline.tracking.tracklets import crop_box
+from sightline.training.loop import fit_binary
 
 __all__ = ["PHOTO_CHILD_SEEDS", "photo_crops", "train_photo_child"]
 
 PHOTO_CHILD_SEEDS = {"train": 7000, "validation": 7001}
 """Random streams of the drawn people: ``default_rng([seed, i])`` for photo ``i``. Site
 people and the eval's absent people come from other streams."""
-
-_BATCH = 64
 
 
 def photo_crops(n: int, seed: int, detect: Detect, desc: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -103,23 +102,8 @@ def train_photo_child(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = ChildNet()
-    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-3)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     target = torch.as_tensor(y, dtype=torch.float32)
-    history = []
-    for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for start in range(0, len(order), _BATCH):
-            idx = order[start : start + _BATCH]
-            optimiser.zero_grad()
-            loss = loss_fn(net(_augment(x[idx], gen)), target[idx])
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(idx)
-        history.append(round(total / len(x), 4))
-        print(f"epoch {epoch + 1}/{epochs}: loss {history[-1]}", file=sys.stderr, flush=True)
+    history = fit_binary(net, len(x), lambda idx: (_augment(x[idx], gen), target[idx]), epochs, gen)
     validation = _validate(net, xv, yv)
     meta = {
         "width": net.width,
