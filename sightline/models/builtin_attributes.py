@@ -16,14 +16,8 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-
-from sightline.models.builtin_embedder import crops_to_input
-from sightline.models.core import check_crops, read_weights
-from sightline.models.crop_net import CropNet
+from sightline.models.crop_net import CropNet, CropReader
 
 __all__ = [
     "ATTRIBUTES",
@@ -38,8 +32,6 @@ DEFAULT_ATTRIBUTE_WEIGHTS = Path(__file__).parent / "weights" / "attributes.pt"
 ATTRIBUTES = ("hat", "bag")
 """What the reader outputs, in column order."""
 
-_BATCH = 256
-
 
 class AttributeNet(CropNet):
     """Crops (N, 3, 128, 64) in [0, 1] -> logits (N, 2) of ``P(hat)`` and ``P(bag)``."""
@@ -48,29 +40,14 @@ class AttributeNet(CropNet):
         super().__init__(len(ATTRIBUTES), width)
 
 
-class AttributeReader:
+class AttributeReader(CropReader):
     """``reader(crops) -> (N, 2)`` ``P(hat), P(bag)`` per crop ``(h, w, 3) uint8``, on the CPU."""
 
-    def __init__(self, net: AttributeNet, meta: dict[str, Any] | None = None) -> None:
-        self.net = net.eval()
-        self.meta = dict(meta or {})
-
-    @classmethod
-    def load(cls, path: Path | str = DEFAULT_ATTRIBUTE_WEIGHTS) -> AttributeReader:
-        """The reader with the weights in ``path`` (a clear error when it is missing)."""
-        state, meta = read_weights(path, "hat-and-bag reader", "sightline train attributes")
-        net = AttributeNet(width=int(meta.get("width", 16)))
-        net.load_state_dict(state)
-        return cls(net, meta)
-
-    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
-        check_crops(crops)
-        out = [np.zeros((0, len(ATTRIBUTES)))]
-        with torch.inference_mode():
-            for start in range(0, len(crops), _BATCH):
-                logits = self.net(crops_to_input(crops[start : start + _BATCH]))
-                out.append(torch.sigmoid(logits).double().numpy())
-        return np.concatenate(out)
+    net_type = AttributeNet
+    default_weights = DEFAULT_ATTRIBUTE_WEIGHTS
+    what = "hat-and-bag reader"
+    command = "sightline train attributes"
+    output_shape = (len(ATTRIBUTES),)
 
 
 @cache

@@ -19,14 +19,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from sightline.models.builtin_embedder import crops_to_input
-from sightline.models.core import check_crops, read_weights
-from sightline.models.crop_net import CropNet
+from sightline.models.crop_net import CropNet, CropReader
 
 __all__ = [
     "DEFAULT_CHILD_WEIGHTS",
@@ -49,27 +45,13 @@ class ChildNet(CropNet):
         return super().forward(x).squeeze(1)
 
 
-class ChildReader:
+class ChildReader(CropReader):
     """``reader(crops) -> P(child)`` per person crop ``(h, w, 3) uint8``, on the CPU."""
 
-    def __init__(self, net: ChildNet, meta: dict[str, Any] | None = None) -> None:
-        self.net = net.eval()
-        self.meta = dict(meta or {})
-
-    @classmethod
-    def load(cls, path: Path | str = DEFAULT_CHILD_WEIGHTS) -> ChildReader:
-        """The reader with the weights in ``path`` (a clear error when it is missing)."""
-        state, meta = read_weights(path, "child-reader", "sightline train photo-child")
-        net = ChildNet(width=int(meta.get("width", 16)))
-        net.load_state_dict(state)
-        return cls(net, meta)
-
-    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
-        check_crops(crops)
-        if not crops:
-            return np.zeros(0)
-        with torch.inference_mode():
-            return torch.sigmoid(self.net(crops_to_input(crops))).double().numpy()
+    net_type = ChildNet
+    default_weights = DEFAULT_CHILD_WEIGHTS
+    what = "child-reader"
+    command = "sightline train photo-child"
 
 
 @cache
