@@ -205,6 +205,42 @@ def test_tracking_stage_restored_from_a_checkpoint_emits_what_an_uninterrupted_o
         TrackingStage(camera, _ColourEmbedder(), _ListSink(), run_id="other").restore(saved)
 
 
+def test_a_checkpoint_from_before_hats_and_bags_restores_and_reads_them(tiny_site: Path):
+    """A stage checkpointed by the previous release (no reading counters, crops without
+    readings) goes on with a reader: the old crops are read at the next emission."""
+    import pickle
+
+    camera = load_site_config(tiny_site / "site.yaml").camera("cam01")
+    config = TrackingConfig(emit_every_s=1.0, embeddings_per_tracklet=3)
+    inputs = _inputs(tiny_site, camera)
+    old = TrackingStage(camera, _ColourEmbedder(), _ListSink(), config=config, run_id="r8")
+
+    async def feed(s: TrackingStage, part: list[tuple[Frame, Detections]]) -> None:
+        for frame, dets in part:
+            await s.write(camera.id, frame, dets)
+
+    asyncio.run(feed(old, inputs[:41]))
+    state = pickle.loads(old.checkpoint())
+    for name in ("crops_read", "attribute_errors", "last_attribute_error"):
+        del state["stats"][name]
+    for record in state["tracks"].values():
+        for crop in record.crops:
+            del crop.__dict__["attributes"]  # pickled before the field existed
+
+    async def read(crops: list[np.ndarray]) -> np.ndarray:
+        return np.full((len(crops), 2), 0.6)
+
+    sink = _ListSink()
+    new = TrackingStage(
+        camera, _ColourEmbedder(), sink, config=config, run_id="r8", read_attributes=read
+    )
+    new.restore(pickle.dumps(state))
+    asyncio.run(feed(new, inputs[41:]))
+    asyncio.run(new.close())
+    assert new.stats["crops_read"] > 0 and new.stats["attribute_errors"] == 0
+    assert sink.tracklets and all(t.hat_probability == pytest.approx(0.6) for t in sink.tracklets)
+
+
 # --------------------------------------------------------------------------- owners
 
 

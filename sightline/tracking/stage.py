@@ -154,7 +154,7 @@ class TrackingStage:
         self._builder._tracks = state["tracks"]
         self._retry = state["retry"]
         self._last_ts = state["last_ts"]
-        self.stats = state["stats"]
+        self.stats = {**self.stats, **state["stats"]}  # counters added since start at 0
 
     async def close(self) -> None:
         """End every track, emit the final versions and close the sinks."""
@@ -177,7 +177,8 @@ class TrackingStage:
 
     async def _read(self, crops: list[Crop]) -> None:
         """Read the crops' hat and bag; on an error they stay unread (the tracklets then
-        record none) and the next version tries again: tracking never waits for it."""
+        record none) and the next version tries again: a failing reader never stops
+        tracking."""
         if self._read_attributes is None or not crops:
             return
         try:
