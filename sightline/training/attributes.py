@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +48,14 @@ _MARGIN = 0.08
 _WIDE = (138, 70)  # the box and its margin resized so, then cut to _CROP (as re-ID trains)
 
 
+@dataclass(frozen=True)
 class AttributeCrops:
     """Crops ``(N, h, w, 3) uint8``, labels ``(N, 2)`` (hat, bag) and a group per crop
     (``<person>/<camera>``: the crops a tracklet would average)."""
 
-    def __init__(self, crops: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
-        self.crops, self.labels, self.groups = crops, labels, groups
-
-    def __len__(self) -> int:
-        return len(self.labels)
+    crops: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
 
 
 def attribute_crops(
