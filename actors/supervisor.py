@@ -162,7 +162,10 @@ class PipelineSupervisor:
         busy = {}
         for camera_id, task in self._runs.items():
             camera = next((c for c in self.site.cameras if c.id == camera_id), None)
-            if camera is not None and not camera.is_stream and not task.done():
+            # a camera with its final health is read to the end and in the ledger; its
+            # task may still be settling the whole site's density and store
+            running = not task.done() and camera_id not in self._final
+            if camera is not None and not camera.is_stream and running:
                 busy[camera_id] = (
                     "the pipeline is processing this recording now: searched as far as "
                     "it has got (search again once the camera has finished)"

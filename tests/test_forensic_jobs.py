@@ -459,7 +459,8 @@ def test_a_recording_the_pipeline_runs_is_left_to_it_then_recorded_as_ingested(p
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # listed in the ledger once the supervisor has it
         rows = read_ingests(store).filter(pl.col("camera_id") == "cam04")
-        if rows.height or not ray.get(supervisor.forensic_context.remote())["busy"]:
+        busy = ray.get(supervisor.forensic_context.remote())["busy"]
+        if rows.height and "cam04" not in busy:  # in the ledger and no longer running
             break
         time.sleep(0.5)
     cams = {c["id"]: c for c in ray.get(supervisor.cameras.remote())}
