@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -89,6 +90,7 @@ def test_default_threshold_is_a_high_cosine():
         ({"colour_trust": 2.0}, "colour_trust"),
         ({"hat_trust": -0.1}, "hat_trust"),
         ({"bag_trust": 1.5}, "bag_trust"),
+        ({"hat_height_m": -0.1}, "hat_height_m"),
     ],
 )
 def test_calibration_constants_are_checked(kwargs, match):
@@ -175,6 +177,23 @@ def test_a_bag_counts_for_less_than_a_hat():
     hat = score_tracklets(frame, query(description={"hat": True}), CAL)["confidence"][0]
     bag = score_tracklets(frame, query(description={"bag": True}), CAL)["confidence"][0]
     assert hat < bag < 0.5
+
+
+def test_a_hat_is_taken_off_a_measured_height_by_its_probability():
+    # a child 1.42 m tall measured 1.50 m in a hat: a child once the hat is taken off
+    frame = frame_of(
+        make_tracklet(1, height=1.50, hat=0.98),
+        make_tracklet(2, height=1.50, hat=0.02),
+        make_tracklet(3, height=1.50),  # no reading: the height as measured
+    )
+    child = score_tracklets(frame, query(description={"child": True}), CAL)["confidence"]
+    assert child[0] > 0.6 and child[1] < 0.3
+    assert child[1] == pytest.approx(child[2], abs=0.05)
+    assert child[1] > child[2]  # a 2 % hat takes off under 2 mm
+    bare = score_tracklets(
+        frame, query(description={"child": True}), replace(CAL, hat_height_m=0.0)
+    )["confidence"]
+    assert bare.to_list() == pytest.approx([child[2]] * 3)
 
 
 def test_a_photo_match_without_the_hat_asked_for_ranks_lower():
