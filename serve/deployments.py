@@ -450,9 +450,9 @@ class Embedder(_BatchedReplica):
 
     async def read_attributes(self, crops: list[np.ndarray]) -> np.ndarray:
         """``(len(crops), 2)`` ``P(hat), P(bag)`` per crop, by the built-in hat-and-bag
-        reader (:mod:`sightline.models.builtin_attributes`, loaded on first use; CPU, about
-        1 ms a crop). Not batched across callers: a request is already one emission's
-        crops. Malformed crops raise ``ValueError`` to this caller only."""
+        reader (:mod:`sightline.models.builtin_attributes`, loaded on first use; CPU,
+        about 2 ms a crop on 2 cores). Not batched across callers: a request is already
+        one emission's crops. Malformed crops raise ``ValueError`` to this caller only."""
         crops = check_request_crops(crops)
         if not crops:
             return np.zeros((0, 2))
