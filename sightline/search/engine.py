@@ -48,7 +48,7 @@ from sightline.store.queries import (
     scan,
     sightings,
 )
-from sightline.tracking.sink import latest_versions
+from sightline.tracking.sink import latest_versions, with_tracklet_schema
 
 __all__ = [
     "OPTIONAL_COLUMNS",
@@ -107,9 +107,7 @@ _SCORES = ("confidence", "appearance_similarity", "description_match", "colour_c
 
 def with_optional_columns(tracklets: pl.DataFrame) -> pl.DataFrame:
     """``tracklets`` with the :data:`OPTIONAL_COLUMNS` it lacks added as nulls."""
-    return tracklets.with_columns(
-        pl.lit(None, pl.Float32).alias(c) for c in OPTIONAL_COLUMNS if c not in tracklets
-    )
+    return with_tracklet_schema(tracklets, OPTIONAL_COLUMNS)
 
 
 def _prepare(tracklets: pl.DataFrame, identities: pl.DataFrame | None) -> pl.DataFrame:

@@ -209,10 +209,12 @@ def read_tracklets(out_dir: str | Path) -> pl.DataFrame:
     return pl.concat([with_tracklet_schema(pl.read_parquet(f)) for f in files])
 
 
-def with_tracklet_schema(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` with the :data:`TRACKLET_SCHEMA` columns it lacks added as nulls (parts
-    written before ``hat_probability`` and ``bag_probability`` existed)."""
-    missing = [pl.lit(None, kind).alias(n) for n, kind in TRACKLET_SCHEMA.items() if n not in frame]
+def with_tracklet_schema(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """``frame`` with the :data:`TRACKLET_SCHEMA` columns it lacks (of ``columns``, default
+    all) added as typed nulls: parts written before ``hat_probability`` and
+    ``bag_probability`` existed."""
+    wanted = TRACKLET_SCHEMA if columns is None else {c: TRACKLET_SCHEMA[c] for c in columns}
+    missing = [pl.lit(None, kind).alias(n) for n, kind in wanted.items() if n not in frame]
     return frame.with_columns(missing) if missing else frame
 
 

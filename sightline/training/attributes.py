@@ -29,6 +29,7 @@ from sightline.models.builtin_attributes import (
     ATTRIBUTES,
     DEFAULT_ATTRIBUTE_WEIGHTS,
     AttributeNet,
+    AttributeReader,
 )
 from sightline.training import DEFAULT_VALIDATION_SEED, REID_DEFAULT_SEEDS
 from sightline.training.data import load_reid_crops
@@ -86,15 +87,6 @@ def _augment(crops: np.ndarray, gen: torch.Generator) -> torch.Tensor:
     if torch.rand(1, generator=gen) < 0.5:
         x = x.flip(3)
     return x * (1.0 + 0.2 * (torch.rand(x.shape[0], 1, 1, 1, generator=gen) - 0.5))
-
-
-def _predict(net: AttributeNet, crops: np.ndarray) -> np.ndarray:
-    net.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(crops), 256):
-            out.append(torch.sigmoid(net(_to_input(crops[start : start + 256]))).double().numpy())
-    return np.concatenate(out)
 
 
 def score_attributes(p: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
@@ -165,7 +157,7 @@ def train_attributes(
     history = fit_binary(
         net, len(crops), lambda idx: (_augment(crops[idx.numpy()], gen), labels[idx]), epochs, gen
     )
-    validation = score_attributes(_predict(net, val.crops), val.labels, val.groups)
+    validation = score_attributes(AttributeReader(net)(list(val.crops)), val.labels, val.groups)
     meta = {
         "width": net.width,
         "attributes": list(ATTRIBUTES),
